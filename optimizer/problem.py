@@ -1,0 +1,316 @@
+"""The placement problem: jobs, offers and the rules that say which offer may take which job.
+
+`Problem` is the solver-independent input. `compile_problem()` turns it into an
+`Instance`: integer time (minutes from `now`) and money (cents), one sorted candidate
+list per job, and for every job the reasons its other offers were rejected.
+
+Offer checks run in a fixed order; the first that fails is the offer's rejection reason:
+
+    GpuType, ManagedOnly, NotManaged, SpotNotAllowed, RegionNotAllowed, NoSpeedData
+        -> the job's reason is NoOffer if no offer gets further
+    ComplianceNoMatch, CapacityExhausted (pool smaller than one shard), PriceCap,
+    DeadlineInfeasible
+        -> each is a later stage; a job with no candidate is unplaced with the reason of
+           the furthest stage any offer reached.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+
+from scheduler.cost import NETWORK_EFFICIENCY, RiskModel, transfer_hours
+from scheduler.models import Architecture, Compliance, JobSpec, Market, Offer, UnplacedReason
+
+MAX_CANDIDATES = 64  # per job, cheapest first; deeper offers only matter when 64 pools are full
+
+# Offer-level rejection codes, in check order, and the job-level reason each maps to.
+REJECTION_STAGES: tuple[tuple[str, UnplacedReason], ...] = (
+    ("GpuType", UnplacedReason.NO_OFFER),
+    ("ManagedOnly", UnplacedReason.NO_OFFER),
+    ("NotManaged", UnplacedReason.NO_OFFER),
+    ("SpotNotAllowed", UnplacedReason.NO_OFFER),
+    ("RegionNotAllowed", UnplacedReason.NO_OFFER),
+    ("NoSpeedData", UnplacedReason.NO_OFFER),
+    ("ComplianceNoMatch", UnplacedReason.COMPLIANCE_NO_MATCH),
+    ("CapacityExhausted", UnplacedReason.CAPACITY_EXHAUSTED),
+    ("PriceCap", UnplacedReason.PRICE_CAP),
+    ("DeadlineInfeasible", UnplacedReason.DEADLINE_INFEASIBLE),
+)
+STAGE_INDEX = {code: i for i, (code, _) in enumerate(REJECTION_STAGES)}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Everything the optimizer needs; no I/O behind it."""
+
+    jobs: Sequence[JobSpec]
+    offers: Sequence[Offer]
+    now: datetime
+    speeds: Mapping[str, float]
+    egress_usd_per_gb: Mapping[str, float] = field(default_factory=dict)  # by data provider
+    budgets: Mapping[str, float] = field(default_factory=dict)  # by team, USD for this plan
+    risk: RiskModel = RiskModel()
+    job_ids: Sequence[str] | None = None
+
+    def job_id(self, j: int) -> str:
+        return self.job_ids[j] if self.job_ids else f"{self.jobs[j].team}/{self.jobs[j].name}"
+
+    def speed_ratio(self, job: JobSpec, offer: Offer) -> float | None:
+        ref, own = self.speeds.get(job.gpu_types[0]), self.speeds.get(offer.gpu_type)
+        if offer.gpu_type == job.gpu_types[0]:
+            return 1.0
+        if not ref or not own:
+            return None
+        return own / ref
+
+
+def minutes_between(start: datetime, end: datetime) -> float:
+    return (end - start).total_seconds() / 60
+
+
+@dataclass
+class JobCandidates:
+    """One job's feasible offers, cheapest first (per-shard figures)."""
+
+    offers: np.ndarray  # offer index; an offer is also its capacity pool
+    cost: np.ndarray  # int64 cents per shard, compute + egress
+    dur: np.ndarray  # int64 minutes occupied (transfer + run), rounded up
+    demand: np.ndarray  # int64 billed GPUs per shard
+    release: int  # earliest start, minutes from now
+    due: int  # latest end, minutes from now
+    shards: int
+    weight: int  # lexicographic weight of leaving the job unplaced
+    rejections: Counter
+    baseline_cost: float | None  # cheapest centralized feasible offer, USD for the whole job
+
+    def __len__(self) -> int:
+        return len(self.offers)
+
+    @property
+    def min_cost(self) -> int:
+        return int(self.cost[0]) * self.shards if len(self.cost) else 0
+
+
+@dataclass
+class Instance:
+    problem: Problem
+    cands: list[JobCandidates]
+    capacity: np.ndarray  # per offer
+    preds: list[list[int]]  # job index -> indices of jobs that must end first
+    team_of: list[str]
+    budgets_cents: dict[str, int]
+
+    @property
+    def n_jobs(self) -> int:
+        return len(self.cands)
+
+    def no_candidate_reason(self, j: int) -> UnplacedReason:
+        rejections = self.cands[j].rejections
+        if not rejections:
+            return UnplacedReason.NO_OFFER
+        furthest = max(rejections, key=STAGE_INDEX.__getitem__)
+        return REJECTION_STAGES[STAGE_INDEX[furthest]][1]
+
+
+# ---------------------------------------------------------------------------------------
+# Static checks: they depend on the job's "signature", not on its duration or dates.
+
+
+def _region_allowed(job: JobSpec, offer: Offer) -> bool:
+    if not job.regions:
+        return True
+    return any(r == offer.geo or r == f"{offer.provider}:{offer.region}" for r in job.regions)
+
+
+def _policy_rejection(problem: Problem, job: JobSpec, offer: Offer) -> str | None:
+    """Checks that depend only on the job's policy fields, not on its size."""
+    if offer.gpu_type not in job.gpu_types:
+        return "GpuType"
+    if offer.managed and not job.managed:
+        return "ManagedOnly"
+    if job.managed and not offer.managed:
+        return "NotManaged"
+    if offer.market is Market.SPOT and not job.interruptible:
+        return "SpotNotAllowed"
+    if not _region_allowed(job, offer):
+        return "RegionNotAllowed"
+    if problem.speed_ratio(job, offer) is None:
+        return "NoSpeedData"
+    certs = set(offer.certifications)
+    if any(c.value not in certs for c in job.compliance):
+        return "ComplianceNoMatch"
+    if Compliance.GDPR in job.compliance and offer.geo != "eu":
+        return "ComplianceNoMatch"
+    return None
+
+
+def static_rejection(problem: Problem, job: JobSpec, offer: Offer) -> str | None:
+    """The first failing check that does not depend on dates or duration, or None."""
+    code = _policy_rejection(problem, job, offer)
+    if code is None:
+        nodes = math.ceil(job.gpus_per_shard / offer.gpus_per_node)
+        if nodes * offer.gpus_per_node > offer.capacity_gpus:
+            return "CapacityExhausted"
+    return code
+
+
+def _policy_key(job: JobSpec) -> tuple:
+    return (tuple(job.gpu_types), job.managed, job.interruptible, tuple(job.regions),
+            tuple(sorted(job.compliance)))
+
+
+def _signature(job: JobSpec) -> tuple:
+    data = (job.data.provider, job.data.region) if job.data else None
+    return (_policy_key(job), job.gpus_per_shard, data)
+
+
+@dataclass
+class _OfferTable:
+    """Column arrays over all offers, and offer indices by GPU type."""
+
+    gpn: np.ndarray
+    price: np.ndarray  # USD per node-hour, reserved at 0
+    capacity: np.ndarray
+    efficiency: np.ndarray  # multi-node network efficiency
+    spot_factor: np.ndarray  # expected-run factor of the spot risk model
+    transfer_rate: np.ndarray  # hours per GB moved in
+    centralized: np.ndarray
+    location: list[tuple[str, str]]
+    by_gpu: dict[str, list[int]]
+
+    @classmethod
+    def build(cls, problem: Problem) -> _OfferTable:
+        offers = problem.offers
+        lost = problem.risk.lost_hours_per_preemption
+        by_gpu: dict[str, list[int]] = {}
+        for i, o in enumerate(offers):
+            by_gpu.setdefault(o.gpu_type, []).append(i)
+        return cls(
+            gpn=np.array([o.gpus_per_node for o in offers], dtype=np.int64),
+            price=np.array([0.0 if o.market is Market.RESERVED else o.price_per_node_hour for o in offers]),
+            capacity=np.array([o.capacity_gpus for o in offers], dtype=np.int64),
+            efficiency=np.array([NETWORK_EFFICIENCY[o.interconnect] for o in offers]),
+            spot_factor=np.array([1 + o.preemption_rate_per_hour * lost if o.market is Market.SPOT else 1.0
+                                  for o in offers]),
+            transfer_rate=np.array([transfer_hours(1.0, o.ingress_gbps) for o in offers]),
+            centralized=np.array([o.architecture is Architecture.CENTRALIZED for o in offers], dtype=bool),
+            location=[(o.provider, o.region) for o in offers],
+            by_gpu=by_gpu,
+        )
+
+
+@dataclass
+class _OfferArrays:
+    """Per-signature arrays over the offers that pass the static checks."""
+
+    index: np.ndarray
+    nodes: np.ndarray
+    gpn: np.ndarray
+    price: np.ndarray
+    run_factor: np.ndarray  # run hours per reference hour
+    transfer_rate: np.ndarray  # hours per GB when the data is remote, else 0
+    centralized: np.ndarray
+    static_rejections: Counter
+
+
+class _Compiler:
+    """Caches the static checks per policy and per signature: big batches share them."""
+
+    def __init__(self, problem: Problem):
+        self.problem = problem
+        self.table = _OfferTable.build(problem)
+        self.policies: dict[tuple, tuple[np.ndarray, np.ndarray, Counter]] = {}
+        self.signatures: dict[tuple, _OfferArrays] = {}
+
+    def _policy(self, job: JobSpec) -> tuple[np.ndarray, np.ndarray, Counter]:
+        key = _policy_key(job)
+        if key not in self.policies:
+            offers, rejected = self.problem.offers, Counter()
+            matching = [i for g in job.gpu_types for i in self.table.by_gpu.get(g, ())]
+            rejected["GpuType"] = len(offers) - len(matching)
+            keep, speed = [], []
+            for i in sorted(matching):
+                code = _policy_rejection(self.problem, job, offers[i])
+                if code:
+                    rejected[code] += 1
+                else:
+                    keep.append(i)
+                    speed.append(self.problem.speed_ratio(job, offers[i]))
+            self.policies[key] = (np.array(keep, dtype=np.int64), np.array(speed), rejected)
+        return self.policies[key]
+
+    def arrays(self, job: JobSpec) -> _OfferArrays:
+        sig = _signature(job)
+        if sig not in self.signatures:
+            self.signatures[sig] = self._arrays(job)
+        return self.signatures[sig]
+
+    def _arrays(self, job: JobSpec) -> _OfferArrays:
+        t = self.table
+        idx, speed, rejected = self._policy(job)
+        rejected = Counter(rejected)
+        nodes = -(-job.gpus_per_shard // t.gpn[idx])
+        fits = nodes * t.gpn[idx] <= t.capacity[idx]
+        rejected["CapacityExhausted"] += int((~fits).sum())
+        idx, speed, nodes = idx[fits], speed[fits], nodes[fits]
+        eff = np.where(nodes <= 1, 1.0, t.efficiency[idx])
+        remote = np.ones(len(idx), dtype=bool)
+        if job.data is not None:
+            here = (job.data.provider, job.data.region)
+            remote = np.array([t.location[i] != here for i in idx], dtype=bool)
+        rate = np.where(remote, t.transfer_rate[idx], 0.0) if job.data else np.zeros(len(idx))
+        return _OfferArrays(idx, nodes, t.gpn[idx], t.price[idx], t.spot_factor[idx] / (speed * eff), rate,
+                            t.centralized[idx], rejected)
+
+
+def _job_candidates(problem: Problem, job: JobSpec, arrays: _OfferArrays) -> JobCandidates:
+    now = problem.now
+    release = max(0, math.ceil(minutes_between(now, job.not_before or now) - 1e-9))
+    due = math.floor(minutes_between(now, job.deadline) + 1e-9)
+    rejections = Counter(arrays.static_rejections)
+    size = job.data.size_gb / job.shards if job.data else 0.0
+    egress_price = problem.egress_usd_per_gb.get(job.data.provider, 0.0) if job.data else 0.0
+    run = job.duration_hours * arrays.run_factor
+    transfer = size * arrays.transfer_rate
+    cost_usd = arrays.nodes * arrays.price * run + np.where(arrays.transfer_rate > 0, size * egress_price, 0.0)
+    dur = np.ceil((run + transfer) * 60 - 1e-9).astype(np.int64)
+    ok = np.ones(len(arrays.index), dtype=bool)
+    if job.max_hourly_cost is not None:
+        over = arrays.nodes * arrays.price * job.shards > job.max_hourly_cost + 1e-9
+        rejections["PriceCap"] += int(over.sum())
+        ok &= ~over
+    late = ok & (release + dur > due)
+    rejections["DeadlineInfeasible"] += int(late.sum())
+    ok &= ~late
+    baseline = None
+    if (ok & arrays.centralized).any():
+        baseline = float(cost_usd[ok & arrays.centralized].min()) * job.shards
+    idx = np.flatnonzero(ok)
+    cents = np.round(cost_usd[idx] * 100).astype(np.int64)
+    order = np.lexsort((dur[idx], cents))[:MAX_CANDIDATES]
+    idx = idx[order]
+    offers = arrays.index[idx]
+    demand = arrays.nodes[idx] * arrays.gpn[idx]
+    return JobCandidates(
+        offers=offers, cost=cents[order], dur=dur[idx], demand=demand,
+        release=release, due=due, shards=job.shards, weight=job.priority + 1,
+        rejections=rejections, baseline_cost=baseline,
+    )
+
+
+def compile_problem(problem: Problem) -> Instance:
+    """Candidates for every job, dependencies resolved to indices, money in cents."""
+    compiler = _Compiler(problem)
+    cands = [_job_candidates(problem, job, compiler.arrays(job)) for job in problem.jobs]
+    index = {(job.team, job.name): j for j, job in enumerate(problem.jobs)}
+    preds = [[index[(job.team, name)] for name in job.after if (job.team, name) in index]
+             for job in problem.jobs]
+    capacity = np.array([o.capacity_gpus for o in problem.offers], dtype=np.int64)
+    budgets = {team: int(math.floor(usd * 100)) for team, usd in problem.budgets.items()}
+    return Instance(problem, cands, capacity, preds, [j.team for j in problem.jobs], budgets)
