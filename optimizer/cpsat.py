@@ -45,7 +45,7 @@ class SubResult:
     solution: Solution | None  # improved solution, or None
     status: str
     bound: float  # CP-SAT's bound on the subproblem objective
-    big: int  # the unplaced weight multiplier W used
+    big: int  # the unplaced weight multiplier W used (0: all free jobs stayed placed)
     optimal: bool
 
 
@@ -64,13 +64,21 @@ class _Model:
         self.team_terms: dict[str, list] = {}
         self.big = 1 + sum(int(inst.cands[j].cost[:k].max(initial=0)) * inst.cands[j].shards
                            + (sol.job_cost(inst, j) if sol.placed[j] else 0) for j in free)
+        # When every free job is placed now, no better plan can drop one (W outweighs any
+        # saving), so they all stay placed and the objective is cost alone: a far tighter
+        # model for CP-SAT than one carrying the huge W terms.
+        self.all_placed = all(sol.placed[j] is not None for j in free)
         for j in free:
             self._add_job(j, k)
         self._add_dependencies()
         self._add_capacity()
         self._add_budgets()
-        unplaced = [self.big * inst.cands[j].weight * (1 - self.y[j]) for j in free]
-        self.m.minimize(sum(unplaced) + sum(self.cost_terms))
+        if self.all_placed:
+            self.m.add(sum(self.y.values()) == len(self.y))
+            self.m.minimize(sum(self.cost_terms))
+        else:
+            unplaced = [self.big * inst.cands[j].weight * (1 - self.y[j]) for j in free]
+            self.m.minimize(sum(unplaced) + sum(self.cost_terms))
 
     def _release(self, j: int) -> int | None:
         """Earliest start given fixed predecessors; None if one of them is unplaced."""
@@ -205,4 +213,4 @@ def solve_subset(inst: Instance, sol: Solution, free: list[int], params: SearchP
     candidate = model.extract(solver)
     better = candidate.objective(inst) < sol.objective(inst)
     return SubResult(candidate if better else None, name, solver.best_objective_bound,
-                     model.big, status == cp_model.OPTIMAL)
+                     0 if model.all_placed else model.big, status == cp_model.OPTIMAL)
