@@ -28,12 +28,15 @@ Kind and shape
 - `kind`: a job of <= 8 GPUs is inference with p 0.15 (its duration is the serving window).
 - `shards`: multi-GPU inference with p 0.5 becomes gpus / g equal shards, g drawn from the
   divisors 1, 2, 4 of gpus that leave at least two shards (batch inference, evaluation).
-- `managed`: unsharded inference with p 0.2. `interruptible`: training and sharded inference
-  with p 0.4 when <= 8 h, else p 0.05; unsharded serving never.
+- `managed`: unsharded inference from a row without a GPU constraint, p 0.2.
+- `interruptible`: training and sharded inference with p 0.4 when <= 8 h, else p 0.05;
+  unsharded serving never.
 
 GPU types (catalog names only)
 - ITP rows (the trace has none) and unconstrained Alibaba rows draw the reference type from
-  `PRIMARY_MIX`, GPU-sharing pods (< 1 GPU) from `SMALL_MIX`; then each alternative in
+  `PRIMARY_MIX`, GPU-sharing pods (< 1 GPU) from `SMALL_MIX`, managed jobs from `MANAGED_MIX`
+  (the models managed endpoints offer: A100, H100, L40S, as SageMaker's ml.p4d, ml.p5 and
+  ml.g6e); then each alternative in
   `ALTERNATIVES[reference]` is added with its probability (all have at least the
   reference's memory, so the job still fits).
 - Alibaba constraints map to catalog names: T4, A10 as is; V100M16 -> V100; V100M32 ->
@@ -51,7 +54,7 @@ Policy and ownership
 - `team` uniform over `TEAMS`; `priority` from `PRIORITY_MIX` (70 % at 50); `compliance` from
   `COMPLIANCE_MIX` (76 % none, soc2 14 %, hipaa 4 %, gdpr 4 %, iso27001 and fedramp 1 % each).
 - `regions`: jobs without gdpr/fedramp get ["us"] with p 0.10, ["eu"] with p 0.05 (gdpr pins
-  the EU by itself; fedramp is US-only).
+  the EU by itself; fedramp is US-only); managed jobs never (few regions have endpoints).
 - `data`: training jobs with p 0.30, from `DATA_LOCATIONS` (EU-bound jobs: `EU_DATA_LOCATIONS`),
   size log-uniform 10 GB - 5 TB.
 - `after`: an inference job with p 0.25 runs after the latest earlier training job of its team
@@ -90,6 +93,7 @@ MARGIN = timedelta(hours=2)
 TEAMS = ("vision", "nlp", "speech", "recsys", "research")
 PRIMARY_MIX = {"H100": 35, "A100-80GB": 25, "A100": 15, "L40S": 10, "V100": 10, "H200": 5}
 SMALL_MIX = {"T4": 40, "L4": 40, "A10": 20}
+MANAGED_MIX = {"A100": 40, "H100": 30, "L40S": 30}
 ALTERNATIVES = {  # each has at least the reference's memory
     "H100": {"H200": 0.5, "B200": 0.1}, "H200": {"B200": 0.3},
     "A100-80GB": {"H100": 0.4, "H200": 0.1}, "A100": {"A100-80GB": 1.0, "H100": 0.2},
@@ -180,30 +184,30 @@ def _job_spec(i: int, row: TraceRow, not_before: datetime, rng: random.Random, *
     kind = "inference" if row.gpus <= 8 and rng.random() < 0.15 else "training"
     hours = round(min(max(row.duration_s / 3600, MIN_HOURS), MAX_HOURS), 4)
     source = "itp" if row.source == TRACES[0] else "ali"
+    shape = _shape(kind, row, hours, rng)
     spec = {
         "name": f"{source}-{'train' if kind == 'training' else 'serve'}-{i:0{width}d}",
         "team": rng.choice(TEAMS),
         "kind": kind,
         "gpus": row.gpus,
-        "gpu_types": _gpu_types(row, rng),
+        "gpu_types": _gpu_types(row, rng, managed=shape["managed"]),
         "duration_hours": hours,
         "not_before": not_before,
         "deadline": _deadline(not_before, hours, rng),
         "priority": _draw(PRIORITY_MIX, rng),
     }
-    spec.update(_policy(kind, rng))
-    spec.update(_shape(kind, row.gpus, hours, rng))
-    return spec
+    return spec | _policy(kind, rng, managed=shape["managed"]) | shape
 
 
 def _draw(mix: dict, rng: random.Random):
     return rng.choices(list(mix), weights=list(mix.values()))[0]
 
 
-def _gpu_types(row: TraceRow, rng: random.Random) -> list[str]:
+def _gpu_types(row: TraceRow, rng: random.Random, *, managed: bool) -> list[str]:
     codes = [code for code in row.gpu_type.split("|") if code]
     if not codes:
-        reference = _draw(SMALL_MIX if row.gpu_milli < 1000 else PRIMARY_MIX, rng)
+        mix = MANAGED_MIX if managed else SMALL_MIX if row.gpu_milli < 1000 else PRIMARY_MIX
+        reference = _draw(mix, rng)
         extra = [alt for alt, p in ALTERNATIVES.get(reference, {}).items() if rng.random() < p]
         return [reference, *extra]
     known = {ALIBABA_TYPES[code] for code in codes if code in ALIBABA_TYPES}
@@ -217,10 +221,10 @@ def _deadline(not_before: datetime, hours: float, rng: random.Random) -> datetim
     return not_before + timedelta(minutes=math.ceil(window_s / 60))
 
 
-def _policy(kind: str, rng: random.Random) -> dict:
+def _policy(kind: str, rng: random.Random, *, managed: bool) -> dict:
     tag = _draw(COMPLIANCE_MIX, rng)
     regions = []
-    if tag not in ("gdpr", "fedramp"):
+    if tag not in ("gdpr", "fedramp") and not managed:
         roll = rng.random()
         regions = ["us"] if roll < 0.10 else ["eu"] if roll < 0.15 else []
     policy = {"compliance": [tag] if tag else [], "regions": regions}
@@ -231,12 +235,12 @@ def _policy(kind: str, rng: random.Random) -> dict:
     return policy
 
 
-def _shape(kind: str, gpus: int, hours: float, rng: random.Random) -> dict:
-    shards, managed = 1, False
+def _shape(kind: str, row: TraceRow, hours: float, rng: random.Random) -> dict:
+    shards, managed, gpus = 1, False, row.gpus
     if kind == "inference" and gpus > 1 and rng.random() < 0.5:
         shards = gpus // rng.choice([g for g in (1, 2, 4) if gpus % g == 0 and gpus // g > 1])
     elif kind == "inference":
-        managed = rng.random() < 0.2
+        managed = not row.gpu_type and rng.random() < 0.2
     serving = kind == "inference" and shards == 1
     interruptible = not serving and rng.random() < (0.4 if hours <= 8 else 0.05)
     return {"shards": shards, "managed": managed, "interruptible": interruptible}

@@ -60,6 +60,7 @@ def test_generated_jobs_are_valid_and_feasible(trace):
             assert job.regions in ([], ["eu"])
         if job.managed:
             assert job.kind is JobKind.INFERENCE and job.shards == 1
+            assert job.gpu_types[0] in {"A100", "H100", "L40S"} and not job.regions
 
 
 @pytest.mark.parametrize("trace", TRACES)
