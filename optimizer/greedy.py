@@ -35,7 +35,7 @@ def job_order(inst: Instance, jobs: list[int] | None = None) -> list[int]:
     return order
 
 
-def _place_job(inst: Instance, j: int, lo: int, profiles: dict[int, Profile]):
+def place_job(inst: Instance, j: int, lo: int, profiles: dict[int, Profile]):
     """Cheapest feasible (candidate, start) per shard, added to `profiles`; None if a shard fails."""
     cands = inst.cands[j]
     shards = []
@@ -80,7 +80,7 @@ def greedy(inst: Instance, base: Solution | None = None, jobs: list[int] | None 
             sol.notes[j] = "DependencyUnplaced"
             continue
         lo = max([cands.release] + [sol.job_end(inst, p) for p in inst.preds[j]])
-        shards = _place_job(inst, j, lo, profiles)
+        shards = place_job(inst, j, lo, profiles)
         if shards is None:
             sol.notes[j] = "CapacityExhausted"
             continue

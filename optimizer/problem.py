@@ -25,7 +25,7 @@ from datetime import datetime
 import numpy as np
 
 from scheduler.cost import NETWORK_EFFICIENCY, RiskModel, transfer_hours
-from scheduler.models import Architecture, Compliance, JobSpec, Market, Offer, UnplacedReason
+from scheduler.models import Architecture, Compliance, JobKind, JobSpec, Market, Offer, UnplacedReason
 
 MAX_CANDIDATES = 64  # per job, cheapest first; deeper offers only matter when 64 pools are full
 
@@ -62,6 +62,7 @@ class Problem:
         return self.job_ids[j] if self.job_ids else f"{self.jobs[j].team}/{self.jobs[j].name}"
 
     def speed_ratio(self, job: JobSpec, offer: Offer) -> float | None:
+        """s = speed(offer GPU) / speed(reference GPU); None when the table lacks one."""
         ref, own = self.speeds.get(job.gpu_types[0]), self.speeds.get(offer.gpu_type)
         if offer.gpu_type == job.gpu_types[0]:
             return 1.0
@@ -111,10 +112,10 @@ class Instance:
         return len(self.cands)
 
     def no_candidate_reason(self, j: int) -> UnplacedReason:
-        rejections = self.cands[j].rejections
-        if not rejections:
+        reached = [code for code, n in self.cands[j].rejections.items() if n > 0]
+        if not reached:
             return UnplacedReason.NO_OFFER
-        furthest = max(rejections, key=STAGE_INDEX.__getitem__)
+        furthest = max(reached, key=STAGE_INDEX.__getitem__)
         return REJECTION_STAGES[STAGE_INDEX[furthest]][1]
 
 
@@ -167,7 +168,7 @@ def _policy_key(job: JobSpec) -> tuple:
 
 def _signature(job: JobSpec) -> tuple:
     data = (job.data.provider, job.data.region) if job.data else None
-    return (_policy_key(job), job.gpus_per_shard, data)
+    return (_policy_key(job), job.kind, job.gpus_per_shard, data)
 
 
 @dataclass
@@ -260,6 +261,8 @@ class _Compiler:
         rejected["CapacityExhausted"] += int((~fits).sum())
         idx, speed, nodes = idx[fits], speed[fits], nodes[fits]
         eff = np.where(nodes <= 1, 1.0, t.efficiency[idx])
+        if job.kind is JobKind.INFERENCE:  # a serving window is wall-clock time (scheduler.cost)
+            speed, eff = np.ones(len(idx)), np.ones(len(idx))
         remote = np.ones(len(idx), dtype=bool)
         if job.data is not None:
             here = (job.data.provider, job.data.region)

@@ -17,6 +17,10 @@ pays for the expected run `h' = h * (1 + rate * lost_hours_per_preemption)`. The
 must hold for `h'`. On-demand and reserved offers have `h' = h`.
 
 Shards split the data evenly: each of `shards` shards moves `size_gb / shards`.
+
+Inference: `duration_hours` is the serving window (DESIGN §4.1), a wall-clock length that
+a faster GPU or a better network does not shorten, so for inference `s = e = 1`. (A faster
+GPU still matters to the submitter, who lists only the types that meet their latency.)
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from scheduler.models import Interconnect, JobSpec, Market, Offer
+from scheduler.models import Interconnect, JobKind, JobSpec, Market, Offer
 
 # Seed document: RoCE 64xH100 ran 2.6 % slower than EFA; plain Ethernet 5-15 % slower.
 NETWORK_EFFICIENCY: dict[Interconnect, float] = {
@@ -107,6 +111,8 @@ def estimate(
     gpus = job.gpus_per_shard
     nodes = nodes_needed(gpus, offer.gpus_per_node)
     eff = network_efficiency(nodes, offer.interconnect)
+    if job.kind is JobKind.INFERENCE:
+        speed = eff = 1.0
     run = job.duration_hours / (speed * eff)
     if offer.market is Market.SPOT:
         run *= 1 + offer.preemption_rate_per_hour * risk.lost_hours_per_preemption
