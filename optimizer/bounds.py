@@ -81,6 +81,8 @@ def _job_columns(inst, j, row, bucket, cap_rows, first_cap_row, cols: _Columns) 
 
 def lp_bound(inst: Instance, jobs: list[int], max_columns: int = 3_000_000) -> Bound | None:
     """The LP bound, or None when the LP would be too large or does not solve to optimality."""
+    if not jobs:
+        return Bound(0.0, "time-indexed-lp", "no jobs")
     horizon = max((inst.cands[j].due for j in jobs), default=0)
     bucket = max(60, -(-horizon // 400))  # at most ~400 buckets: keeps the LP in memory
     starts = sum(min(LP_CANDIDATES, len(inst.cands[j])) * (inst.cands[j].due // bucket + 1) for j in jobs)
@@ -105,10 +107,12 @@ def lp_bound(inst: Instance, jobs: list[int], max_columns: int = 3_000_000) -> B
     return Bound(value, "time-indexed-lp", f"{len(cols.cost)} columns, {n_rows} rows, {bucket} min buckets")
 
 
-def best_bound(inst: Instance, jobs: list[int], cp_bound: float | None = None, lp: bool = True) -> Bound:
+def best_bound(inst: Instance, jobs: list[int], cp_bound: float | None = None, lp: bool = True,
+               cost: float | None = None, max_columns: int = 300_000) -> Bound:
+    """The best of the bounds; the LP is skipped when the cheapest-offer bound is already met."""
     bounds = [cheapest_bound(inst, jobs)]
-    if lp:
-        found = lp_bound(inst, jobs)
+    if lp and (cost is None or cost > bounds[0].cents + 0.5):
+        found = lp_bound(inst, jobs, max_columns=max_columns)
         if found is not None:
             bounds.append(found)
     if cp_bound is not None:

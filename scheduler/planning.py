@@ -44,6 +44,7 @@ class PlanOptions:
     random_seed: int = 0
     deterministic: bool = False
     lp_bound: bool = True
+    lp_max_columns: int = 300_000  # bigger LPs take minutes: benchmarks raise it
     created_by: str = "cli"
     previous_plan_id: str | None = None
 
@@ -172,7 +173,8 @@ def plan_batch(problem: Problem, options: PlanOptions = PlanOptions()) -> PlanOu
     params = SearchParams(options.time_limit, options.num_workers, options.random_seed, options.deterministic)
     result = solve(inst, params)
     placed = [j for j in range(inst.n_jobs) if result.solution.placed[j] is not None]
-    bound = best_bound(inst, placed, result.cp_bound_cents, lp=options.lp_bound)
+    bound = best_bound(inst, placed, result.cp_bound_cents, lp=options.lp_bound,
+                       cost=result.solution.cost(inst), max_columns=options.lp_max_columns)
     doc = build_document(problem, inst, result, bound, options)
     return PlanOutcome(doc, problem, inst, result, bound, validate(problem, doc))
 

@@ -53,16 +53,15 @@ def consider(problem: Problem, job: JobSpec, offers: list[Offer] | None = None) 
     out = []
     for offer in problem.offers if offers is None else offers:
         code = static_rejection(problem, job, offer)
-        if code:
-            out.append(Considered(offer, code, None, None, None))
-            continue
-        est = _estimate(problem, job, offer)
-        hourly = est.hourly_cost * job.shards
-        if job.max_hourly_cost is not None and hourly > job.max_hourly_cost + 1e-9:
+        est = None
+        if code not in ("GpuType", "NoSpeedData"):  # priced even when rejected: shows what a rule costs
+            est = _estimate(problem, job, offer)
+        hourly = est.hourly_cost * job.shards if est else None
+        if code is None and job.max_hourly_cost is not None and hourly > job.max_hourly_cost + 1e-9:
             code = "PriceCap"
-        elif est.hours > window + 1e-9:
+        elif code is None and est.hours > window + 1e-9:
             code = "DeadlineInfeasible"
-        out.append(Considered(offer, code, est, est.total_cost * job.shards, hourly))
+        out.append(Considered(offer, code, est, est.total_cost * job.shards if est else None, hourly))
     return out
 
 
