@@ -87,8 +87,17 @@ class JobCandidates:
     due: int  # latest end, minutes from now
     shards: int
     weight: int  # lexicographic weight of leaving the job unplaced
-    rejections: Counter
+    static_rejections: Counter  # shared by every job of the same signature: never mutate
+    price_cap_rejected: int
+    deadline_rejected: int
     baseline_cost: float | None  # cheapest centralized feasible offer, USD for the whole job
+
+    @property
+    def rejections(self) -> Counter:
+        out = Counter(self.static_rejections)
+        out["PriceCap"] += self.price_cap_rejected
+        out["DeadlineInfeasible"] += self.deadline_rejected
+        return +out
 
     def __len__(self) -> int:
         return len(self.offers)
@@ -167,8 +176,8 @@ def _policy_key(job: JobSpec) -> tuple:
 
 
 def _signature(job: JobSpec) -> tuple:
-    data = (job.data.provider, job.data.region) if job.data else None
-    return (_policy_key(job), job.kind, job.gpus_per_shard, data)
+    data = job.data.location if job.data else None
+    return (_policy_key(job), job.kind, job.gpus_per_shard, job.shards, data)
 
 
 @dataclass
@@ -182,8 +191,13 @@ class _OfferTable:
     spot_factor: np.ndarray  # expected-run factor of the spot risk model
     transfer_rate: np.ndarray  # hours per GB moved in
     centralized: np.ndarray
-    location: list[tuple[str, str]]
-    by_gpu: dict[str, list[int]]
+    managed: np.ndarray
+    spot: np.ndarray
+    geo: np.ndarray
+    location: np.ndarray  # "provider:region"
+    certs: np.ndarray  # bit mask over Compliance
+    gpu: np.ndarray
+    by_gpu: dict[str, np.ndarray]
 
     @classmethod
     def build(cls, problem: Problem) -> _OfferTable:
@@ -201,9 +215,21 @@ class _OfferTable:
                                   for o in offers]),
             transfer_rate=np.array([transfer_hours(1.0, o.ingress_gbps) for o in offers]),
             centralized=np.array([o.architecture is Architecture.CENTRALIZED for o in offers], dtype=bool),
-            location=[(o.provider, o.region) for o in offers],
-            by_gpu=by_gpu,
+            managed=np.array([o.managed for o in offers], dtype=bool),
+            spot=np.array([o.market is Market.SPOT for o in offers], dtype=bool),
+            geo=np.array([o.geo for o in offers], dtype=object),
+            location=np.array([f"{o.provider}:{o.region}" for o in offers], dtype=object),
+            certs=np.array([_cert_mask(o.certifications) for o in offers], dtype=np.int64),
+            gpu=np.array([o.gpu_type for o in offers], dtype=object),
+            by_gpu={g: np.array(ix, dtype=np.int64) for g, ix in by_gpu.items()},
         )
+
+
+_CERT_BITS = {c.value: 1 << i for i, c in enumerate(Compliance)}
+
+
+def _cert_mask(names) -> int:
+    return sum(_CERT_BITS.get(str(getattr(n, "value", n)), 0) for n in set(names))
 
 
 @dataclass
@@ -220,8 +246,13 @@ class _OfferArrays:
     static_rejections: Counter
 
 
+_POLICY_CODES = ("ManagedOnly", "NotManaged", "SpotNotAllowed", "RegionNotAllowed", "NoSpeedData",
+                 "ComplianceNoMatch")
+
+
 class _Compiler:
-    """Caches the static checks per policy and per signature: big batches share them."""
+    """The static checks, vectorised over offers and cached per policy and per signature:
+    big batches share them. `_policy_rejection` states the same rules one offer at a time."""
 
     def __init__(self, problem: Problem):
         self.problem = problem
@@ -229,21 +260,42 @@ class _Compiler:
         self.policies: dict[tuple, tuple[np.ndarray, np.ndarray, Counter]] = {}
         self.signatures: dict[tuple, _OfferArrays] = {}
 
+    def _speeds(self, job: JobSpec, idx: np.ndarray) -> np.ndarray:
+        ref = self.problem.speeds.get(job.gpu_types[0])
+        gpus = self.table.gpu[idx]
+        own = np.array([self.problem.speeds.get(g, np.nan) for g in gpus], dtype=float)
+        ratio = own / ref if ref else np.full(len(idx), np.nan)
+        return np.where(gpus == job.gpu_types[0], 1.0, ratio)
+
     def _policy(self, job: JobSpec) -> tuple[np.ndarray, np.ndarray, Counter]:
         key = _policy_key(job)
-        if key not in self.policies:
-            offers, rejected = self.problem.offers, Counter()
-            matching = [i for g in job.gpu_types for i in self.table.by_gpu.get(g, ())]
-            rejected["GpuType"] = len(offers) - len(matching)
-            keep, speed = [], []
-            for i in sorted(matching):
-                code = _policy_rejection(self.problem, job, offers[i])
-                if code:
-                    rejected[code] += 1
-                else:
-                    keep.append(i)
-                    speed.append(self.problem.speed_ratio(job, offers[i]))
-            self.policies[key] = (np.array(keep, dtype=np.int64), np.array(speed), rejected)
+        if key in self.policies:
+            return self.policies[key]
+        t = self.table
+        parts = [t.by_gpu[g] for g in job.gpu_types if g in t.by_gpu]
+        idx = np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
+        speed = self._speeds(job, idx)
+        required = _cert_mask(job.compliance)
+        region_ok = np.ones(len(idx), dtype=bool)
+        if job.regions:
+            region_ok = np.isin(t.geo[idx], job.regions) | np.isin(t.location[idx], job.regions)
+        fails = (
+            t.managed[idx] & (not job.managed),
+            ~t.managed[idx] & job.managed,
+            t.spot[idx] & (not job.interruptible),
+            ~region_ok,
+            np.isnan(speed),
+            ((t.certs[idx] & required) != required)
+            | ((Compliance.GDPR in job.compliance) & (t.geo[idx] != "eu")),
+        )
+        code = np.full(len(idx), -1)
+        for k, fail in enumerate(fails):
+            code[(code == -1) & fail] = k
+        rejected = Counter({"GpuType": len(self.problem.offers) - len(idx)})
+        for k, n in enumerate(np.bincount(code[code >= 0], minlength=len(_POLICY_CODES))):
+            rejected[_POLICY_CODES[k]] += int(n)
+        keep = code == -1
+        self.policies[key] = (idx[keep], speed[keep], +rejected)
         return self.policies[key]
 
     def arrays(self, job: JobSpec) -> _OfferArrays:
@@ -263,54 +315,57 @@ class _Compiler:
         eff = np.where(nodes <= 1, 1.0, t.efficiency[idx])
         if job.kind is JobKind.INFERENCE:  # a serving window is wall-clock time (scheduler.cost)
             speed, eff = np.ones(len(idx)), np.ones(len(idx))
-        remote = np.ones(len(idx), dtype=bool)
+        rate = np.zeros(len(idx))
         if job.data is not None:
-            here = (job.data.provider, job.data.region)
-            remote = np.array([t.location[i] != here for i in idx], dtype=bool)
-        rate = np.where(remote, t.transfer_rate[idx], 0.0) if job.data else np.zeros(len(idx))
+            remote = t.location[idx] != job.data.location
+            rate = np.where(remote, t.transfer_rate[idx], 0.0)
         return _OfferArrays(idx, nodes, t.gpn[idx], t.price[idx], t.spot_factor[idx] / (speed * eff), rate,
-                            t.centralized[idx], rejected)
+                            t.centralized[idx], +rejected)
 
 
-def _job_candidates(problem: Problem, job: JobSpec, arrays: _OfferArrays) -> JobCandidates:
+def _group_candidates(problem: Problem, jobs: list[JobSpec], a: _OfferArrays) -> list[JobCandidates]:
+    """Candidates of jobs sharing one signature, computed as (jobs x offers) arrays."""
     now = problem.now
-    release = max(0, math.ceil(minutes_between(now, job.not_before or now) - 1e-9))
-    due = math.floor(minutes_between(now, job.deadline) + 1e-9)
-    rejections = Counter(arrays.static_rejections)
-    size = job.data.size_gb / job.shards if job.data else 0.0
-    egress_price = problem.egress_usd_per_gb.get(job.data.provider, 0.0) if job.data else 0.0
-    run = job.duration_hours * arrays.run_factor
-    transfer = size * arrays.transfer_rate
-    cost_usd = arrays.nodes * arrays.price * run + np.where(arrays.transfer_rate > 0, size * egress_price, 0.0)
-    dur = np.ceil((run + transfer) * 60 - 1e-9).astype(np.int64)
-    ok = np.ones(len(arrays.index), dtype=bool)
-    if job.max_hourly_cost is not None:
-        over = arrays.nodes * arrays.price * job.shards > job.max_hourly_cost + 1e-9
-        rejections["PriceCap"] += int(over.sum())
-        ok &= ~over
-    late = ok & (release + dur > due)
-    rejections["DeadlineInfeasible"] += int(late.sum())
-    ok &= ~late
-    baseline = None
-    if (ok & arrays.centralized).any():
-        baseline = float(cost_usd[ok & arrays.centralized].min()) * job.shards
-    idx = np.flatnonzero(ok)
-    cents = np.round(cost_usd[idx] * 100).astype(np.int64)
-    order = np.lexsort((dur[idx], cents))[:MAX_CANDIDATES]
-    idx = idx[order]
-    offers = arrays.index[idx]
-    demand = arrays.nodes[idx] * arrays.gpn[idx]
-    return JobCandidates(
-        offers=offers, cost=cents[order], dur=dur[idx], demand=demand,
-        release=release, due=due, shards=job.shards, weight=job.priority + 1,
-        rejections=rejections, baseline_cost=baseline,
-    )
+    release = np.array([max(0, math.ceil(minutes_between(now, j.not_before or now) - 1e-9)) for j in jobs])
+    due = np.array([math.floor(minutes_between(now, j.deadline) + 1e-9) for j in jobs])
+    hours = np.array([j.duration_hours for j in jobs])
+    size = np.array([j.data.size_gb / j.shards if j.data else 0.0 for j in jobs])
+    cap = np.array([j.max_hourly_cost if j.max_hourly_cost is not None else np.inf for j in jobs])
+    shards = jobs[0].shards if jobs else 1
+    egress = problem.egress_usd_per_gb.get(jobs[0].data.provider, 0.0) if jobs and jobs[0].data else 0.0
+    run = hours[:, None] * a.run_factor[None, :]
+    cost_usd = a.nodes * a.price * run + np.where(a.transfer_rate > 0, size[:, None] * egress, 0.0)
+    dur = np.ceil((run + size[:, None] * a.transfer_rate[None, :]) * 60 - 1e-9).astype(np.int64)
+    over = (a.nodes * a.price)[None, :] * np.array([j.shards for j in jobs])[:, None] > cap[:, None] + 1e-9
+    late = ~over & (release[:, None] + dur > due[:, None])
+    ok = ~over & ~late
+    cents = np.where(ok, np.round(cost_usd * 100), 2.0**62).astype(np.int64)
+    order = np.lexsort((dur, cents), axis=-1)[:, :MAX_CANDIDATES]
+    central = np.where(ok & a.centralized[None, :], cost_usd, np.inf).min(axis=1, initial=np.inf)
+    out = []
+    for r, job in enumerate(jobs):
+        row = order[r][ok[r][order[r]]]
+        out.append(JobCandidates(
+            offers=a.index[row], cost=cents[r][row], dur=dur[r][row], demand=a.nodes[row] * a.gpn[row],
+            release=int(release[r]), due=int(due[r]), shards=job.shards, weight=job.priority + 1,
+            static_rejections=a.static_rejections, price_cap_rejected=int(over[r].sum()),
+            deadline_rejected=int(late[r].sum()),
+            baseline_cost=float(central[r]) * shards if np.isfinite(central[r]) else None,
+        ))
+    return out
 
 
 def compile_problem(problem: Problem) -> Instance:
     """Candidates for every job, dependencies resolved to indices, money in cents."""
     compiler = _Compiler(problem)
-    cands = [_job_candidates(problem, job, compiler.arrays(job)) for job in problem.jobs]
+    by_signature: dict[tuple, list[int]] = {}
+    for j, job in enumerate(problem.jobs):
+        by_signature.setdefault(_signature(job), []).append(j)
+    cands: list[JobCandidates] = [None] * len(problem.jobs)  # type: ignore[list-item]
+    for members in by_signature.values():
+        jobs = [problem.jobs[j] for j in members]
+        for j, jc in zip(members, _group_candidates(problem, jobs, compiler.arrays(jobs[0]))):
+            cands[j] = jc
     index = {(job.team, job.name): j for j, job in enumerate(problem.jobs)}
     preds = [[index[(job.team, name)] for name in job.after if (job.team, name) in index]
              for job in problem.jobs]
