@@ -1,0 +1,10 @@
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY scheduler ./scheduler
+COPY optimizer ./optimizer
+COPY workers ./workers
+COPY api ./api
+COPY examples ./examples
+RUN pip install --no-cache-dir .
+ENTRYPOINT ["cloudsched"]
