@@ -14,6 +14,7 @@ PROVIDERS = (("aws", "centralized"), ("gcp", "centralized"), ("ionet", "distribu
 PROPERTY_SETTINGS = settings(max_examples=25, deadline=None, derandomize=True, print_blob=True,
                              suppress_health_check=[HealthCheck.too_slow])
 
+
 @st.composite
 def offers(draw):
     types = draw(st.lists(st.sampled_from(GPU_TYPES), min_size=1, max_size=2, unique=True))
