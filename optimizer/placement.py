@@ -40,10 +40,10 @@ def placement_classes(problem: Problem, plan: PlanDocument) -> dict[str, Placeme
     pipeline = _pipelines(problem)
     per_pipeline: dict[int, set[Architecture]] = {}
     for job_id, ks in kinds.items():
-        per_pipeline.setdefault(pipeline[job_id], set()).update(ks)
+        per_pipeline.setdefault(pipeline.get(job_id, job_id), set()).update(ks)
     out = {}
     for job_id, ks in kinds.items():
-        if len(per_pipeline[pipeline[job_id]]) > 1:  # includes the job's own shards
+        if len(per_pipeline[pipeline.get(job_id, job_id)]) > 1:  # includes the job's own shards
             out[job_id] = Placement.HYBRID
         elif ks == {Architecture.DISTRIBUTED}:
             out[job_id] = Placement.DISTRIBUTED

@@ -115,12 +115,15 @@ class Instance:
     preds: list[list[int]]  # job index -> indices of jobs that must end first
     team_of: list[str]
     budgets_cents: dict[str, int]
+    cyclic: set[int] = field(default_factory=set)  # jobs on a cycle of `after` links
 
     @property
     def n_jobs(self) -> int:
         return len(self.cands)
 
     def no_candidate_reason(self, j: int) -> UnplacedReason:
+        if j in self.cyclic:
+            return UnplacedReason.DEPENDENCY_UNPLACED
         reached = [code for code, n in self.cands[j].rejections.items() if n > 0]
         if not reached:
             return UnplacedReason.NO_OFFER
@@ -334,12 +337,15 @@ def _group_candidates(problem: Problem, jobs: list[JobSpec], a: _OfferArrays) ->
     shards = jobs[0].shards if jobs else 1
     egress = problem.egress_usd_per_gb.get(jobs[0].data.provider, 0.0) if jobs and jobs[0].data else 0.0
     run = hours[:, None] * a.run_factor[None, :]
-    cost_usd = a.nodes * a.price * run + np.where(a.transfer_rate > 0, size[:, None] * egress, 0.0)
+    # Cents per part, rounded as the plan document rounds each segment's figures.
+    compute = np.round(a.nodes * a.price * run * 100)
+    egress_cents = np.round(np.where(a.transfer_rate > 0, size[:, None] * egress, 0.0) * 100)
+    cost_usd = (compute + egress_cents) / 100
     dur = np.ceil((run + size[:, None] * a.transfer_rate[None, :]) * 60 - 1e-9).astype(np.int64)
     over = (a.nodes * a.price)[None, :] * np.array([j.shards for j in jobs])[:, None] > cap[:, None] + 1e-9
     late = ~over & (release[:, None] + dur > due[:, None])
     ok = ~over & ~late
-    cents = np.where(ok, np.round(cost_usd * 100), 2.0**62).astype(np.int64)
+    cents = np.where(ok, compute + egress_cents, 2.0**62).astype(np.int64)
     order = np.lexsort((dur, cents), axis=-1)[:, :MAX_CANDIDATES]
     central = np.where(ok & a.centralized[None, :], cost_usd, np.inf).min(axis=1, initial=np.inf)
     out = []
@@ -369,6 +375,50 @@ def compile_problem(problem: Problem) -> Instance:
     index = {(job.team, job.name): j for j, job in enumerate(problem.jobs)}
     preds = [[index[(job.team, name)] for name in job.after if (job.team, name) in index]
              for job in problem.jobs]
+    cyclic = _cyclic(preds)
+    for j in cyclic:  # a cycle of `after` can never start: its jobs get no candidate
+        preds[j] = []
+        cands[j] = _no_candidates(cands[j])
     capacity = np.array([o.capacity_gpus for o in problem.offers], dtype=np.int64)
     budgets = {team: int(math.floor(usd * 100)) for team, usd in problem.budgets.items()}
-    return Instance(problem, cands, capacity, preds, [j.team for j in problem.jobs], budgets)
+    return Instance(problem, cands, capacity, preds, [j.team for j in problem.jobs], budgets, cyclic)
+
+
+def _cyclic(preds: list[list[int]]) -> set[int]:
+    """Jobs on a cycle of `after` links (each waits for itself), found by peeling off
+    every job whose predecessors can all finish."""
+    remaining = {j: set(p) for j, p in enumerate(preds)}
+    ready = [j for j, p in remaining.items() if not p]
+    succs: dict[int, list[int]] = {}
+    for j, p in enumerate(preds):
+        for q in p:
+            succs.setdefault(q, []).append(j)
+    while ready:
+        j = ready.pop()
+        for k in succs.get(j, ()):
+            remaining[k].discard(j)
+            if not remaining[k]:
+                ready.append(k)
+        remaining.pop(j)
+    on_cycle = set(remaining)
+    # Jobs that only wait on a cycle are not on it: they keep their candidates and are
+    # reported as DependencyUnplaced when their predecessor is.
+    return {j for j in on_cycle if _reaches(j, j, preds)}
+
+
+def _reaches(start: int, target: int, preds: list[list[int]]) -> bool:
+    stack, seen = list(preds[start]), set()
+    while stack:
+        j = stack.pop()
+        if j == target:
+            return True
+        if j not in seen:
+            seen.add(j)
+            stack.extend(preds[j])
+    return False
+
+
+def _no_candidates(jc: JobCandidates) -> JobCandidates:
+    empty = np.zeros(0, dtype=np.int64)
+    return JobCandidates(empty, empty, empty, empty, jc.release, jc.due, jc.shards, jc.weight,
+                         jc.static_rejections, jc.price_cap_rejected, jc.deadline_rejected, jc.baseline_cost)

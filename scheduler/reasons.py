@@ -73,6 +73,9 @@ def _counts_sentence(rejections) -> str:
 def _no_candidate_message(problem: Problem, inst: Instance, j: int, reason: UnplacedReason) -> str:
     job, rejections = problem.jobs[j], inst.cands[j].rejections
     types = ", ".join(job.gpu_types)
+    if j in inst.cyclic:
+        return (f"Its `after` list ({', '.join(job.after)}) leads back to itself, so it can never start: "
+                "break the cycle.")
     if reason is UnplacedReason.DEADLINE_INFEASIBLE:
         rows = [r for r in consider(problem, job) if r.code == "DeadlineInfeasible"]
         if not rows:
@@ -124,6 +127,13 @@ def _placed_reason(problem: Problem, inst: Instance, sol: Solution, j: int, prof
                 f"Team {team}'s budget is ${budget / 100:,.2f}; ${spent.get(team, 0) / 100:,.2f} is already "
                 f"planned and this job needs ${need / 100:,.2f} more. Raise the budget or lower its priority "
                 "against the team's other jobs."))
+    fastest = min(int(d) for d in cands.dur)
+    if lo + fastest > cands.due:
+        after = ", ".join(problem.jobs[p].name for p in inst.preds[j])
+        return Unplaced(job_id=job_id, job_name=job.name, reason=UnplacedReason.DEADLINE_INFEASIBLE, message=(
+            f"It may start only when {after} ends ({iso_z(problem.now + timedelta(minutes=lo))}) and then "
+            f"needs at least {fastest / 60:.1f} h, past its deadline {iso_z(job.deadline)}: move the deadline "
+            f"to {iso_z(problem.now + timedelta(minutes=lo + fastest))} or later, or give {after} an earlier one."))
     cheapest = problem.offers[int(cands.offers[0])].id
     return Unplaced(job_id=job_id, job_name=job.name, reason=UnplacedReason.CAPACITY_EXHAUSTED, message=(
         f"All {len(cands)} matching offers (cheapest {cheapest}) are booked between its earliest start and "
