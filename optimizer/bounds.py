@@ -27,6 +27,7 @@ from ortools.linear_solver.python import model_builder
 from scipy.sparse import csc_matrix
 
 from optimizer.problem import Instance
+from optimizer.solution import Solution
 
 LP_CANDIDATES = 12
 
@@ -85,7 +86,8 @@ def lp_bound(inst: Instance, jobs: list[int], max_columns: int = 3_000_000) -> B
         return Bound(0.0, "time-indexed-lp", "no jobs")
     horizon = max((inst.cands[j].due for j in jobs), default=0)
     bucket = max(60, -(-horizon // 400))  # at most ~400 buckets: keeps the LP in memory
-    starts = sum(min(LP_CANDIDATES, len(inst.cands[j])) * (inst.cands[j].due // bucket + 1) for j in jobs)
+    starts = sum(min(LP_CANDIDATES, len(inst.cands[j])) * ((inst.cands[j].due - inst.cands[j].release) // bucket + 2)
+                 for j in jobs)
     if starts > max_columns:
         return None
     cols, cap_rows = _Columns(), {}
@@ -110,14 +112,39 @@ def lp_bound(inst: Instance, jobs: list[int], max_columns: int = 3_000_000) -> B
     return Bound(float(value), "time-indexed-lp", f"{len(cols.cost)} columns, {n_rows} rows, {bucket} min buckets")
 
 
+def contended_jobs(inst: Instance, sol: Solution) -> list[int]:
+    """Placed jobs that compete for a pool some placed job would rather be on.
+
+    Every other job can be bounded by its cheapest offer alone: leaving a job out of the
+    LP's capacity rows only loosens them, so LP(contended) + cheapest(rest) is still a
+    lower bound, and a far smaller LP than one over the whole batch.
+    """
+    wanted: set[int] = set()
+    for j, shards in enumerate(sol.placed):
+        if shards is None:
+            continue
+        cands = inst.cands[j]
+        worst = max(int(cands.cost[c]) for c, _ in shards)
+        wanted.update(int(o) for o, cost in zip(cands.offers, cands.cost) if cost < worst)
+    return [j for j, shards in enumerate(sol.placed) if shards is not None
+            and wanted.intersection(inst.cands[j].offers[:LP_CANDIDATES].tolist())]
+
+
 def best_bound(inst: Instance, jobs: list[int], cp_bound: float | None = None, lp: bool = True,
-               cost: float | None = None, max_columns: int = 300_000) -> Bound:
-    """The best of the bounds; the LP is skipped when the cheapest-offer bound is already met."""
+               cost: float | None = None, max_columns: int = 300_000, sol: Solution | None = None) -> Bound:
+    """The best of the bounds; the LP is skipped when the cheapest-offer bound is already met.
+
+    With `sol`, the LP covers only the jobs `contended_jobs` finds (the rest at their
+    cheapest offer); without, all of `jobs`.
+    """
     bounds = [cheapest_bound(inst, jobs)]
     if lp and (cost is None or cost > bounds[0].cents + 0.5):
-        found = lp_bound(inst, jobs, max_columns=max_columns)
+        focus = jobs if sol is None else [j for j in contended_jobs(inst, sol) if j in set(jobs)]
+        found = lp_bound(inst, focus, max_columns=max_columns)
         if found is not None:
-            bounds.append(found)
+            rest = cheapest_bound(inst, sorted(set(jobs) - set(focus))).cents
+            detail = f"{found.detail}; LP over {len(focus)} contended jobs, {len(jobs) - len(focus)} at cheapest"
+            bounds.append(Bound(found.cents + rest, found.method, detail))
     if cp_bound is not None:
         bounds.append(Bound(cp_bound, "cp-sat"))
     return max(bounds, key=lambda b: b.cents)
