@@ -22,6 +22,7 @@ much priority weight as possible, then spend as little as possible.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
 
 from ortools.sat.python import cp_model
@@ -29,7 +30,7 @@ from ortools.sat.python import cp_model
 from optimizer.problem import Instance
 from optimizer.solution import Solution, build_profiles
 
-SUBPROBLEM_CANDIDATES = 12
+SUBPROBLEM_CANDIDATES = 8
 
 
 @dataclass
@@ -141,14 +142,19 @@ class _Model:
                         m.add(end <= self.sol.job_start(j))
 
     def _add_capacity(self) -> None:
+        # Background load matters only where a free job can run: [earliest release, latest due].
         horizon = max((self.inst.cands[j].due for j in self.free), default=0)
+        first = min((self.inst.cands[j].release for j in self.free), default=0)
         for pool, items in self.pool_items.items():
             intervals, demands = [iv for iv, _ in items], [d for _, d in items]
             profile = self.profiles.get(pool)
             if profile is not None:
                 times, usage = profile.times, profile.usage
-                for i in range(len(times) - 1):
-                    if usage[i] > 0 and times[i] < horizon:
+                start = max(0, bisect_right(times, first) - 1)
+                for i in range(start, len(times) - 1):
+                    if times[i] >= horizon:
+                        break
+                    if usage[i] > 0:
                         size = times[i + 1] - times[i]
                         intervals.append(self.m.new_fixed_size_interval_var(times[i], size, f"load[{pool}]"))
                         demands.append(usage[i])
@@ -211,6 +217,12 @@ def solve_subset(inst: Instance, sol: Solution, free: list[int], params: SearchP
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return SubResult(None, name, 0.0, model.big, False)
     candidate = model.extract(solver)
-    better = candidate.objective(inst) < sol.objective(inst)
+    better = _free_objective(inst, candidate, free) < _free_objective(inst, sol, free)
     return SubResult(candidate if better else None, name, solver.best_objective_bound,
                      0 if model.all_placed else model.big, status == cp_model.OPTIMAL)
+
+
+def _free_objective(inst: Instance, sol: Solution, free: list[int]) -> tuple[int, int]:
+    """The lexicographic objective restricted to `free`: the rest is the same in both."""
+    weight = sum(inst.cands[j].weight for j in free if sol.placed[j] is None)
+    return weight, sum(sol.job_cost(inst, j) for j in free)

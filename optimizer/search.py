@@ -124,7 +124,7 @@ def _solve_small_group(inst, sol, jobs, params, deadline) -> tuple[Solution, boo
     return (res.solution or sol), res.optimal, bound
 
 
-def solve(inst: Instance, params: SearchParams, sub_time: float = 1.0) -> SolveResult:
+def solve(inst: Instance, params: SearchParams, sub_time: float = 0.5) -> SolveResult:
     t0 = time.monotonic()
     deadline = t0 + params.time_limit
     first = greedy(inst)

@@ -174,7 +174,7 @@ def plan_batch(problem: Problem, options: PlanOptions = PlanOptions()) -> PlanOu
     result = solve(inst, params)
     placed = [j for j in range(inst.n_jobs) if result.solution.placed[j] is not None]
     bound = best_bound(inst, placed, result.cp_bound_cents, lp=options.lp_bound,
-                       cost=result.solution.cost(inst), max_columns=options.lp_max_columns)
+                       cost=result.solution.cost(inst), max_columns=options.lp_max_columns, sol=result.solution)
     doc = build_document(problem, inst, result, bound, options)
     return PlanOutcome(doc, problem, inst, result, bound, validate(problem, doc))
 
