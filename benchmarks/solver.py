@@ -45,9 +45,9 @@ def _offers(catalog, scale: float):
 
 def run_one(n: int, time_limit: float, workers: int, seed: int, scale: float, lp_columns: int) -> dict:
     from optimizer.bounds import best_bound
+    from optimizer.candidates import compile_problem
     from optimizer.cpsat import SearchParams
     from optimizer.greedy import greedy
-    from optimizer.problem import compile_problem
     from optimizer.search import solve
     from optimizer.validate import validate
     from scheduler.catalog import load_catalog

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import datetime
 
-from optimizer.problem import Problem
 from optimizer.placement import placement_classes
+from optimizer.problem import Problem
 from scheduler.cost import estimate
 from scheduler.models import Compliance, JobSpec, Market, Offer, PlanDocument
 

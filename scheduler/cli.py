@@ -101,7 +101,8 @@ def solve(jobs: JobsFile, offers: OffersFile = None, budgets: BudgetsFile = None
 @app.command()
 def explain(job_name: Annotated[str, typer.Argument(help="The job's name.")], jobs: JobsFile,
             offers: OffersFile = None, budgets: BudgetsFile = None, now: Now = None,
-            time_limit: TimeLimit = 10.0, team: Annotated[Optional[str], typer.Option(help="Team, if names repeat.")] = None,
+            time_limit: TimeLimit = 10.0,
+            team: Annotated[Optional[str], typer.Option(help="Team, if names repeat.")] = None,
             show_all: Annotated[bool, typer.Option("--all", help="List offers of other GPU types too.")] = False,
             ) -> None:
     """Why a job landed where it did: every offer considered, chosen ✔, rejected with reason."""

@@ -16,9 +16,10 @@ from datetime import datetime, timedelta
 import ortools
 
 from optimizer.bounds import Bound, best_bound
+from optimizer.candidates import compile_problem
 from optimizer.cpsat import SearchParams
 from optimizer.placement import placement_classes
-from optimizer.problem import Instance, Problem, compile_problem
+from optimizer.problem import Instance, Problem
 from optimizer.search import SolveResult, solve
 from optimizer.validate import validate
 from scheduler.catalog import Catalog

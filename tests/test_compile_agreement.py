@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from optimizer.problem import MAX_CANDIDATES, compile_problem
+from optimizer.candidates import compile_problem
+from optimizer.problem import MAX_CANDIDATES
 from scheduler.catalog import load_catalog
 from scheduler.planning import build_problem
 from scheduler.reasons import consider

@@ -4,8 +4,8 @@ batch it can satisfy and one it cannot, judged on the plan document and by the v
 from __future__ import annotations
 
 import pytest
-
 from factories import at, hours_after_now, job, offer, parse_ts, solve
+
 from scheduler.models import JobKind
 
 

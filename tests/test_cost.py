@@ -6,9 +6,9 @@ from __future__ import annotations
 import math
 
 import pytest
-
 from factories import NOW, OPTIONS, job, offer, problem
-from optimizer.problem import compile_problem
+
+from optimizer.candidates import compile_problem
 from scheduler.catalog import load_catalog
 from scheduler.cost import RiskModel, estimate, network_efficiency, transfer_hours
 from scheduler.models import Interconnect, JobKind

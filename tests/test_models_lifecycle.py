@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 
 import pytest
+from factories import NOW, at, offer
 from pydantic import ValidationError
 
-from factories import NOW, at, offer
 from scheduler.lifecycle import (
     JOB_TRANSITIONS,
     LIVE_JOB_STATES,

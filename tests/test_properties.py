@@ -4,10 +4,9 @@ costs less than its own lower bound."""
 
 from __future__ import annotations
 
+from factories import SPEEDS, job, offer, plan, problem
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from factories import SPEEDS, job, offer, problem, plan
 
 GPU_TYPES = ("H100", "A100")
 PROVIDERS = (("aws", "centralized"), ("gcp", "centralized"), ("ionet", "distributed"), ("vast", "distributed"))

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from factories import job, offer, solve
+
 from optimizer.validate import validate
 
 

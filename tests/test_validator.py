@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from factories import job, offer, plan, problem, ts
 
-from factories import job, offer, problem, plan, ts
 from optimizer.validate import validate
 from scheduler.models import Placement, PlanDocument
 
