@@ -15,6 +15,8 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 
 from scheduler import render
 from scheduler.catalog import find_offers, load_catalog, load_offers_file, parse_accelerator
+from scheduler.diff import diff_plans
+from scheduler.models import PlanDocument
 from scheduler.planning import PlanOptions, PlanOutcome, build_problem, plan_batch
 from scheduler.workloads import TRACE_CHOICES, generate_jobs, load_jobs, write_jobs
 
@@ -23,10 +25,11 @@ app = typer.Typer(help="Place GPU jobs across centralized and distributed clouds
 workload_app = typer.Typer(help="Realistic job batches from real GPU cluster traces.", no_args_is_help=True)
 app.add_typer(workload_app, name="workload")
 
-out = Console()
+# emoji=False: offer ids such as "fluidstack:finland:..." must not turn into flags.
+out = Console(emoji=False)
 if not out.is_terminal:  # piped or in CI: plan tables still need room to be read
-    out = Console(width=160)
-err = Console(stderr=True)
+    out = Console(width=160, emoji=False)
+err = Console(stderr=True, emoji=False)
 
 JobsFile = Annotated[Path, typer.Option("--jobs", "-j", exists=True, dir_okay=False,
                                         help="JSON or YAML list of job specs.")]
@@ -64,7 +67,15 @@ def _load_budgets(path: Path | None) -> dict[str, float]:
     return {str(k): float(v) for k, v in data.items()}
 
 
-def _plan(jobs_file, offers_file, budgets_file, now, time_limit, workers, seed, quiet: bool) -> PlanOutcome:
+def _load_plan(path: Path) -> PlanDocument:
+    try:
+        return PlanDocument.model_validate_json(path.read_text())
+    except ValueError as exc:
+        _fail(f"{path}: not a plan document: {exc}")
+
+
+def _plan(jobs_file, offers_file, budgets_file, now, time_limit, workers, seed, quiet: bool,
+          previous: Path | None = None) -> PlanOutcome:
     try:
         jobs = load_jobs(jobs_file)
         offers = load_offers_file(offers_file) if offers_file else None
@@ -72,7 +83,8 @@ def _plan(jobs_file, offers_file, budgets_file, now, time_limit, workers, seed, 
         _fail(str(exc))
     problem = build_problem(jobs, now=_parse_now(now), catalog=load_catalog(), offers=offers,
                             budgets=_load_budgets(budgets_file))
-    options = PlanOptions(time_limit=time_limit, num_workers=workers, random_seed=seed)
+    options = PlanOptions(time_limit=time_limit, num_workers=workers, random_seed=seed,
+                          previous=_load_plan(previous) if previous else None)
     if quiet or not err.is_terminal:
         return plan_batch(problem, options)
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
@@ -85,9 +97,11 @@ def _plan(jobs_file, offers_file, budgets_file, now, time_limit, workers, seed, 
 @app.command()
 def solve(jobs: JobsFile, offers: OffersFile = None, budgets: BudgetsFile = None, now: Now = None,
           time_limit: TimeLimit = 10.0, workers: Workers = 1, seed: Seed = 0,
+          previous: Annotated[Optional[Path], typer.Option(exists=True, dir_okay=False,
+                                                           help="Last approved plan (JSON): diff against it.")] = None,
           as_json: Annotated[bool, typer.Option("--json", help="Print the plan document only.")] = False) -> None:
     """Plan a batch of jobs offline against the catalog and print the plan."""
-    outcome = _plan(jobs, offers, budgets, now, time_limit, workers, seed, quiet=as_json)
+    outcome = _plan(jobs, offers, budgets, now, time_limit, workers, seed, quiet=as_json, previous=previous)
     if outcome.violations:  # never hand out a plan the validator rejects
         for violation in outcome.violations[:20]:
             err.print(f"[red]invalid plan:[/red] {violation}")
@@ -96,6 +110,21 @@ def solve(jobs: JobsFile, offers: OffersFile = None, budgets: BudgetsFile = None
         sys.stdout.write(outcome.document.model_dump_json(indent=2) + "\n")
         return
     render.plan(out, outcome.document)
+    if previous:
+        render.diff(out, diff_plans(outcome.document, _load_plan(previous)))
+
+
+@app.command()
+def diff(new: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Plan document (JSON).")],
+         old: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Plan to compare against.")],
+         detailed_exitcode: Annotated[bool, typer.Option("--detailed-exitcode",
+                                                         help="Exit 2 when something changes, 0 when not.")] = False,
+         ) -> None:
+    """Terraform-style diff of two plans: + create, - delete, ~ update, -/+ replace."""
+    diffs = diff_plans(_load_plan(new), _load_plan(old))
+    render.diff(out, diffs)
+    if detailed_exitcode and diffs:
+        raise typer.Exit(2)
 
 
 @app.command()

@@ -24,6 +24,7 @@ from optimizer.search import SolveResult, solve
 from optimizer.validate import validate
 from scheduler.catalog import Catalog
 from scheduler.cost import RiskModel, estimate
+from scheduler.diff import changes
 from scheduler.models import (
     Assignment,
     Horizon,
@@ -47,7 +48,7 @@ class PlanOptions:
     lp_bound: bool = True
     lp_max_columns: int = 300_000  # bigger LPs take minutes: benchmarks raise it
     created_by: str = "cli"
-    previous_plan_id: str | None = None
+    previous: PlanDocument | None = None  # last approved plan: the diff's base and part of the fingerprint
 
 
 @dataclass
@@ -152,7 +153,7 @@ def build_document(problem: Problem, inst: Instance, result: SolveResult, bound:
     unplaced = unplaced_entries(problem, inst, result.solution)
     total = round(sum(a.total_cost for a in assignments), 2)
     baseline = round(sum(a.baseline_cost for a in assignments), 2)
-    fp = fingerprint(problem, options.previous_plan_id)
+    fp = fingerprint(problem, options.previous.plan_id if options.previous else None)
     ends = [job.deadline for job in problem.jobs] or [problem.now]
     summary = Summary(
         total_cost=total, baseline_centralized_cost=baseline,
@@ -166,7 +167,8 @@ def build_document(problem: Problem, inst: Instance, result: SolveResult, bound:
         fingerprint=fp, solver=_solver_info(result, total, bound, options), summary=summary,
         assignments=assignments, unplaced=unplaced,
     )
-    return _with_classes(problem, doc)
+    doc = _with_classes(problem, doc)
+    return doc.model_copy(update={"changes": changes(doc, options.previous)})
 
 
 def plan_batch(problem: Problem, options: PlanOptions = PlanOptions()) -> PlanOutcome:

@@ -7,6 +7,7 @@ from collections import Counter
 from rich.console import Console
 from rich.table import Table
 
+from scheduler.diff import JobDiff, summary_line
 from scheduler.models import Offer, PlanDocument
 from scheduler.planning import PlanOutcome
 from scheduler.reasons import STATIC_WORDS, consider
@@ -101,3 +102,28 @@ def offers(console: Console, found: list[Offer], limit: int, name: str, count: i
     console.print(table)
     if len(found) > limit:
         console.print(f"{len(found) - limit:,} more (raise --limit)")
+
+
+DIFF_STYLE = {"+": "green", "-": "red", "~": "yellow", "-/+": "magenta"}
+
+
+def _placement(a) -> str:
+    if a is None:
+        return "-"
+    first = a.segments[0]
+    more = f" +{len(a.segments) - 1}" if len(a.segments) > 1 else ""
+    return f"{first.offer_id}{more} @ {_short(first.start)}"
+
+
+def diff(console: Console, diffs: list[JobDiff]) -> None:
+    table = Table(title="Changes against the previous plan", header_style="bold")
+    for column in ("", "job", "before", "after", "Δ cost"):
+        table.add_column(column, justify="right" if column == "Δ cost" else "left")
+    for d in diffs:
+        style = DIFF_STYLE[d.symbol]
+        sign = "+" if d.cost_delta >= 0 else "-"
+        table.add_row(f"[{style}]{d.symbol}[/{style}]", d.job_name, _placement(d.before), _placement(d.after),
+                      f"{sign}{_money(abs(d.cost_delta))}")
+    if diffs:
+        console.print(table)
+    console.print(summary_line(diffs) if diffs else "No changes. The plan matches the previous one.")
