@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from factories import job, offer, plan, problem
+
 from scheduler.diff import changes, diff_plans, summary_line
 
 CHEAP = offer("ionet", "us", price=32, capacity=64, interconnect="roce")
