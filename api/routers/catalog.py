@@ -19,7 +19,7 @@ DATA_AS_OF = date(2026, 5, 20)
 
 @router.get("/offers", summary="Offers sorted by price per GPU-hour")
 def list_offers(
-    gpu: Annotated[str | None, Query(description="SkyPilot-style accelerator, e.g. H100:8", examples=["H100:8"])] = None,
+    gpu: Annotated[str | None, Query(description="SkyPilot-style accelerator", examples=["H100:8"])] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict:
     catalog = load_catalog()
