@@ -7,8 +7,6 @@ independent validator before anyone sees it.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -25,6 +23,7 @@ from optimizer.validate import validate
 from scheduler.catalog import Catalog
 from scheduler.cost import RiskModel, estimate
 from scheduler.diff import changes
+from scheduler.fingerprint import PlanInputs, offers_version, spec_version
 from scheduler.models import (
     Assignment,
     Horizon,
@@ -49,6 +48,7 @@ class PlanOptions:
     lp_max_columns: int = 300_000  # bigger LPs take minutes: benchmarks raise it
     created_by: str = "cli"
     previous: PlanDocument | None = None  # last approved plan: the diff's base and part of the fingerprint
+    inputs: PlanInputs | None = None  # the service passes store versions; offline they are spec hashes
 
 
 @dataclass
@@ -72,16 +72,13 @@ def build_problem(jobs: Sequence[JobSpec], *, now: datetime, catalog: Catalog,
                    egress_usd_per_gb=egress, budgets=dict(budgets or {}), risk=risk, job_ids=job_ids)
 
 
-def fingerprint(problem: Problem, previous_plan_id: str | None) -> str:
-    """sha256 of the job set, the offers (catalog version) and the previous approved plan."""
-    h = hashlib.sha256()
-    for j, job in sorted(enumerate(problem.jobs), key=lambda e: problem.job_id(e[0])):
-        h.update(problem.job_id(j).encode())
-        h.update(job.model_dump_json().encode())
-    offers = sorted(o.model_dump_json() for o in problem.offers)
-    h.update(hashlib.sha256("\n".join(offers).encode()).digest())
-    h.update(json.dumps({"previous": previous_plan_id, "budgets": dict(problem.budgets)}, sort_keys=True).encode())
-    return h.hexdigest()
+def plan_inputs(problem: Problem, previous_plan_id: str | None, catalog_version: str | None = None,
+                job_versions: Mapping[str, str] | None = None) -> PlanInputs:
+    """What the plan is made from: job versions (store versions, else spec hashes), the
+    catalog version (else a hash of the offers), the previous approved plan, the budgets."""
+    versions = job_versions or {problem.job_id(j): spec_version(job) for j, job in enumerate(problem.jobs)}
+    return PlanInputs(dict(versions), catalog_version or offers_version(problem.offers), previous_plan_id,
+                      dict(problem.budgets))
 
 
 def _at(now: datetime, minute: int) -> str:
@@ -153,7 +150,8 @@ def build_document(problem: Problem, inst: Instance, result: SolveResult, bound:
     unplaced = unplaced_entries(problem, inst, result.solution)
     total = round(sum(a.total_cost for a in assignments), 2)
     baseline = round(sum(a.baseline_cost for a in assignments), 2)
-    fp = fingerprint(problem, options.previous.plan_id if options.previous else None)
+    inputs = options.inputs or plan_inputs(problem, options.previous.plan_id if options.previous else None)
+    fp = inputs.fingerprint()
     ends = [job.deadline for job in problem.jobs] or [problem.now]
     summary = Summary(
         total_cost=total, baseline_centralized_cost=baseline,
