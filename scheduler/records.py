@@ -1,0 +1,106 @@
+"""What the store keeps: job records, plan records, events and principals.
+
+Records are frozen pydantic models; the store writes them as JSON and changes them only
+through `Store` methods, which bump `version` and append an event.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from scheduler.lifecycle import JobState, PlanState
+from scheduler.models import NAME_PATTERN, Horizon, JobSpec, PlanDocument, StrictModel, Summary, UtcDatetime
+
+Role = Literal["submitter", "ops", "admin"]
+_CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
+
+
+def new_id(prefix: str) -> str:
+    """`job_01jd2k...`: a ULID (48-bit milliseconds, 80 random bits), so ids sort by creation time."""
+    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
+    return prefix + "_" + "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
+
+
+class JobRecord(StrictModel):
+    """A submitted job: its spec and where it is in its lifecycle (DESIGN §4.6)."""
+
+    id: str = Field(examples=["job_01jd2k8q6v3m9x4c7b2n5r8t1w"])
+    spec: JobSpec
+    team: str
+    state: JobState
+    version: int = Field(ge=1, description="bumped by every change; pass it back as expected_version")
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+    reason: str | None = Field(default=None, description="reason code of the last change, e.g. 'DeadlineInfeasible'")
+    message: str | None = None
+    plan_id: str | None = Field(default=None, description="the plan that placed it, while it has one")
+    submitted_by: str
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+class PlanInfo(StrictModel):
+    """A plan without its assignments: what a listing shows."""
+
+    plan_id: str
+    state: PlanState
+    version: int = Field(ge=1)
+    created_at: UtcDatetime
+    created_by: str
+    updated_at: UtcDatetime
+    horizon: Horizon
+    fingerprint: str
+    summary: Summary
+    decision: dict[str, Any] | None = None
+
+
+class PlanRecord(PlanInfo):
+    """An immutable plan document with its current state, decision and the job versions it planned."""
+
+    document: PlanDocument
+    job_versions: dict[str, int]
+
+    def current_document(self) -> PlanDocument:
+        """The §4.5 document as served: `status` and `decision` as they stand now."""
+        return self.document.model_copy(update={"status": self.state.value, "decision": self.decision})
+
+
+class Event(StrictModel):
+    """One entry of the append-only event log; `id` is the Redis stream id (ordered)."""
+
+    id: str
+    type: str = Field(examples=["job.submitted", "job.cancelled", "plan.approved"])
+    job_id: str | None = None
+    plan_id: str | None = None
+    actor: str
+    at: UtcDatetime
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class Principal(StrictModel):
+    """Who is calling: an API key maps to one principal."""
+
+    name: str = Field(min_length=1, max_length=200)
+    role: Role
+    team: str | None = Field(default=None, pattern=NAME_PATTERN)
+
+    @model_validator(mode="after")
+    def _submitter_has_team(self) -> Principal:
+        if self.role == "submitter" and not self.team:
+            raise ValueError("team: a submitter must belong to a team")
+        return self
+
+
+class ApiKeyInfo(StrictModel):
+    """What may be shown about a key: never the key, only its first characters."""
+
+    key_id: str
+    prefix: str
+    principal: Principal
+    created_at: UtcDatetime
