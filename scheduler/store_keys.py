@@ -99,6 +99,12 @@ if ARGV[3] == 'approved' then redis.call('SET', KEYS[2], ARGV[1]) end
 emit(KEYS[3], KEYS[4], 7)
 return {'ok', ARGV[3]}
 """
+APPEND_EVENT = """
+-- KEYS the global stream, then the job's and/or the plan's; ARGV event fields
+local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV))
+for i = 2, #KEYS do redis.call('XADD', KEYS[i], id, unpack(ARGV)) end
+return id
+"""
 RELEASE_LOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0

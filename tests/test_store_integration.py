@@ -8,6 +8,7 @@ The restart and kill -9 tests always use an embedded server in a temporary direc
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import subprocess
@@ -27,7 +28,7 @@ from scheduler.lifecycle import JobState, PlanState
 from scheduler.models import Horizon, PlanDocument, SolverInfo, Summary
 from scheduler.redis_server import broker_url, connect, embedded, stop_embedded
 from scheduler.settings import Settings
-from scheduler.store import Store
+from scheduler.store import Store, open_store
 
 REDIS_URL = os.environ.get("CLOUDSCHED_REDIS_URL") or None
 REPO = Path(__file__).resolve().parents[1]
@@ -176,7 +177,7 @@ def test_broker_url_for_a_configured_server():
 
 def test_records_survive_a_restart(tmp_path):
     settings = embedded_settings(tmp_path)
-    store = Store(connect(settings))
+    store = open_store(settings)
     record, _ = store.create_job(job("train"), "alice", idempotency_key="k")
     store.transition_job(record.id, "planned", plan_id="plan_a")
     store.save_plan(plan_doc("plan_a"), {record.id: 2})
@@ -234,6 +235,34 @@ def test_another_process_attaches_and_the_starter_stops_the_server_at_exit(tmp_p
 
     out = _python(tmp_path, "print(embedded(Settings().data_dir).pid)")  # starts its own, stops it at exit
     assert int(out) != pid and not redis_server._process_alive(int(out))
+
+
+def test_a_forked_child_never_stops_its_parents_server(tmp_path):
+    client = connect(embedded_settings(tmp_path))
+    try:
+        child = os.fork()
+        if child == 0:  # a Celery pool process exiting normally: run the exit hooks, then leave
+            atexit._run_exitfuncs()
+            os._exit(0)
+        assert os.waitpid(child, 0)[1] == 0
+        assert client.ping() and embedded(tmp_path).owned
+    finally:
+        stop_embedded(tmp_path)
+
+
+def test_a_server_that_lives_but_does_not_answer_is_not_doubled(tmp_path, monkeypatch):
+    monkeypatch.setattr(redis_server, "_ANSWER_TIMEOUT_S", 0.2)
+    server = embedded(tmp_path)
+    os.kill(server.pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(redis.ConnectionError, match="does not answer"):
+            embedded(tmp_path)
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+    try:
+        assert embedded(tmp_path) is server  # answers again: still ours
+    finally:
+        stop_embedded(tmp_path)
 
 
 def _python(data_dir: Path, code: str) -> str:
