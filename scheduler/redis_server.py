@@ -51,7 +51,8 @@ _STOP_TIMEOUT_S = 10.0
 _ANSWER_TIMEOUT_S = 2.0
 
 _servers: dict[Path, EmbeddedRedis] = {}
-_servers_lock = threading.Lock()
+_supervisors: dict[Path, threading.Event] = {}
+_servers_lock = threading.RLock()
 
 
 class EmbeddedRedis:
@@ -81,6 +82,7 @@ class EmbeddedRedis:
 
     def stop(self) -> None:
         """Shut the server down (the AOF is flushed); only the process that started it does."""
+        _end_supervision(self.data_dir)  # or it would start the server again
         if self._handle is None:
             return
         pid = self.pid
@@ -110,15 +112,49 @@ class EmbeddedRedis:
 
 def embedded(data_dir: Path | str) -> EmbeddedRedis:
     """The embedded server for `data_dir`: the running one, or a newly started one."""
+    return _ensure(Path(data_dir).resolve())
+
+
+def supervise(data_dir: Path | str, interval_s: float = 0.5) -> None:
+    """Restart the embedded server of `data_dir` whenever it dies, from a daemon thread.
+
+    Clients already handed out reconnect to the new server on the same socket; stopping the
+    server (`stop_embedded`, or at exit) ends the supervision.
+    """
     key = Path(data_dir).resolve()
     with _servers_lock:
+        if key in _supervisors:
+            return
+        ended = _supervisors[key] = threading.Event()
+
+    def watch() -> None:
+        while not ended.wait(interval_s):
+            try:
+                _ensure(key, ended)
+            except (redis.RedisError, OSError) as exc:
+                log.warning("embedded redis restart failed", extra={"dir": str(key), "error": str(exc)})
+
+    threading.Thread(target=watch, name=f"redis-supervisor:{key.name}", daemon=True).start()
+
+
+def _ensure(key: Path, supervision: threading.Event | None = None) -> EmbeddedRedis | None:
+    with _servers_lock:
         server = _servers.get(key)
+        if supervision is not None and supervision.is_set():
+            return server  # stopped on purpose since the supervisor woke up
         if server is None or not server.alive():
             key.mkdir(parents=True, exist_ok=True)
             with _file_lock(key / "redis.lock"):
                 server = _replace(key, server)
             _servers[key] = server
         return server
+
+
+def _end_supervision(data_dir: Path) -> None:
+    with _servers_lock:
+        ended = _supervisors.pop(data_dir, None)
+    if ended is not None:
+        ended.set()
 
 
 def _replace(data_dir: Path, old: EmbeddedRedis | None) -> EmbeddedRedis:
@@ -136,8 +172,10 @@ def _replace(data_dir: Path, old: EmbeddedRedis | None) -> EmbeddedRedis:
 
 def stop_embedded(data_dir: Path | str) -> None:
     """Stop the embedded server of `data_dir` if this process started it."""
+    key = Path(data_dir).resolve()
+    _end_supervision(key)
     with _servers_lock:
-        server = _servers.pop(Path(data_dir).resolve(), None)
+        server = _servers.pop(key, None)
     if server is not None:
         server.stop()
 
@@ -239,7 +277,10 @@ def _is_redis_server(pid: int) -> bool:
 
 
 def _after_fork_in_child() -> None:
-    """A forked child shares its parent's servers but does not own them."""
+    """A forked child shares its parent's servers but neither owns nor supervises them."""
+    global _servers_lock
+    _servers_lock = threading.RLock()  # a thread of the parent may have held it at the fork
+    _supervisors.clear()
     for server in _servers.values():
         server._forget_handle(remove_files=False)
 

@@ -23,7 +23,7 @@ import redis
 from factories import job
 
 from scheduler import redis_server
-from scheduler.errors import IdempotencyConflict, NameTaken, StateConflict, VersionConflict
+from scheduler.errors import IdempotencyConflict, NameTaken, StateConflict, StoreUnavailable, VersionConflict
 from scheduler.lifecycle import JobState, PlanState
 from scheduler.models import Horizon, PlanDocument, SolverInfo, Summary
 from scheduler.redis_server import broker_url, connect, embedded, stop_embedded
@@ -214,6 +214,60 @@ def test_acknowledged_writes_survive_kill_9(tmp_path):
         assert embedded(tmp_path).pid not in (None, pid)  # restarted on the same socket and files
         assert set(store.get_jobs(ids)) == set(ids)  # the client from before the kill reconnects
         assert store.job_counts()[JobState.PENDING] == 300
+    finally:
+        stop_embedded(tmp_path)
+
+
+def test_a_supervised_server_comes_back_after_kill_9_and_stays_down_when_stopped(tmp_path):
+    store = Store(connect(embedded_settings(tmp_path)))
+    record, _ = store.create_job(job("train"), "alice")
+    pid = embedded(tmp_path).pid
+    redis_server.supervise(tmp_path, interval_s=0.05)
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # nobody but the supervisor restarts it
+        try:
+            assert store.get_job(record.id).id == record.id
+            break
+        except StoreUnavailable:
+            time.sleep(0.05)
+    new_pid = embedded(tmp_path).pid
+    assert new_pid not in (None, pid)
+    stop_embedded(tmp_path)
+    time.sleep(0.3)
+    assert not redis_server._answers(redis_server.socket_path(tmp_path.resolve()))
+    assert not redis_server._process_alive(new_pid)
+
+
+def test_no_acknowledged_submission_is_lost_when_the_server_is_killed_mid_run(tmp_path):
+    """A writer submits without pause; the server is killed under it and the supervisor restarts it."""
+    store = Store(connect(embedded_settings(tmp_path)))
+    redis_server.supervise(tmp_path, interval_s=0.05)
+    acknowledged, refused, stop = [], [], threading.Event()
+
+    def submit() -> None:
+        i = 0
+        while not stop.is_set():
+            try:
+                acknowledged.append(store.create_job(job(f"j{i}"), "alice", idempotency_key=f"k{i}")[0].id)
+                i += 1
+            except StoreUnavailable:
+                refused.append(i)  # not acknowledged: the client retries the same key
+                time.sleep(0.01)
+
+    writer = threading.Thread(target=submit)
+    writer.start()
+    try:
+        time.sleep(0.3)
+        os.kill(embedded(tmp_path).pid, signal.SIGKILL)
+        time.sleep(0.7)
+    finally:
+        stop.set()
+        writer.join()
+    try:
+        assert len(acknowledged) > 100
+        assert set(store.get_jobs(acknowledged)) == set(acknowledged)
+        assert sum(store.job_counts().values()) == len(acknowledged)  # and no duplicate from a retry
     finally:
         stop_embedded(tmp_path)
 
