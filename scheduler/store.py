@@ -319,13 +319,14 @@ class Store:
 
     # -- API keys -----------------------------------------------------------------------
 
-    def create_api_key(self, role: Role, team: str | None, name: str) -> tuple[str, Principal]:
+    def create_api_key(self, role: Role, team: str | None, name: str, *, actor: str = "system"
+                       ) -> tuple[str, Principal]:
         """A new key for a principal; the plain key is returned once and only its hash is kept."""
         principal = _principal(name=name, role=role, team=team)
         plain = "csk_" + secrets.token_urlsafe(32)
         digest = sha256(plain)
         info = ApiKeyInfo(key_id=digest[:16], prefix=plain[:10], principal=principal, created_at=self._clock())
-        event = self._event_args("apikey.created", "system", info.created_at,
+        event = self._event_args("apikey.created", actor, info.created_at,
                                  data={"key_id": info.key_id, "prefix": info.prefix, **principal.model_dump()})
         pipe = self._r.pipeline(transaction=True)
         pipe.set(self.keys.apikey(digest), info.model_dump_json())
@@ -343,13 +344,15 @@ class Store:
         raws = self._r.mget([self.keys.apikey(d) for d in digests]) if digests else []
         return sorted((ApiKeyInfo.model_validate_json(r) for r in raws if r), key=lambda info: info.created_at)
 
-    def revoke_api_key(self, key_id: str) -> bool:
+    def revoke_api_key(self, key_id: str, *, actor: str = "system") -> bool:
         digest = self._r.hget(self.keys.apikeys, key_id)
         if digest is None:
             return False
+        event = self._event_args("apikey.revoked", actor, self._clock(), data={"key_id": key_id})
         pipe = self._r.pipeline(transaction=True)
         pipe.delete(self.keys.apikey(digest))
         pipe.hdel(self.keys.apikeys, key_id)
+        pipe.xadd(self.keys.events, dict(zip(event[::2], event[1::2])))
         pipe.execute()
         return True
 

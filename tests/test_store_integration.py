@@ -163,7 +163,7 @@ def test_starting_twice_reuses_the_server(tmp_path):
         assert second.get("k") == "v"
         assert embedded(tmp_path) is embedded(tmp_path) and embedded(tmp_path).owned
         assert first.info("server")["process_id"] == second.info("server")["process_id"]
-        assert broker_url(settings) == f"redis+socket://{tmp_path / 'redis.sock'}"
+        assert broker_url(settings) == f"redis+socket://{redis_server.socket_path(tmp_path.resolve())}"
         assert first.config_get("appendonly") == {"appendonly": "yes"}
         assert first.config_get("appendfsync") == {"appendfsync": "everysec"}
     finally:

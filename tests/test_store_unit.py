@@ -422,7 +422,8 @@ def test_api_key_roles_and_revocation(store):
     with pytest.raises(InvalidArgument, match="role"):
         store.create_api_key("root", None, "eve")
     ops_info = next(i for i in store.list_api_keys() if i.principal.name == "bob")
-    assert store.revoke_api_key(ops_info.key_id) and not store.revoke_api_key(ops_info.key_id)
+    assert store.revoke_api_key(ops_info.key_id, actor="root") and not store.revoke_api_key(ops_info.key_id)
+    assert (store.events()[-1].type, store.events()[-1].data) == ("apikey.revoked", {"key_id": ops_info.key_id})
     assert store.principal_for_key(ops_key) is None and store.principal_for_key(admin_key) == admin
     with pytest.raises(ValidationError):
         Principal(name="x", role="submitter")
