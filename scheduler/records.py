@@ -64,7 +64,8 @@ class PlanRecord(PlanInfo):
     """An immutable plan document with its current state, decision and the job versions it planned."""
 
     document: PlanDocument
-    job_versions: dict[str, int]
+    job_versions: dict[str, int | str]
+    inputs: dict[str, Any] | None = None  # PlanInputs.to_json(): what the fingerprint covers
 
     def current_document(self) -> PlanDocument:
         """The §4.5 document as served: `status` and `decision` as they stand now."""

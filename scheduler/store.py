@@ -213,8 +213,13 @@ class Store:
 
     # -- plans --------------------------------------------------------------------------
 
-    def save_plan(self, doc: PlanDocument, job_versions: dict[str, int], *, actor: str | None = None) -> PlanInfo:
-        """Store a new plan document (immutable: a second save of the id raises `AlreadyExists`)."""
+    def save_plan(self, doc: PlanDocument, job_versions: dict[str, int | str], *, actor: str | None = None,
+                  inputs: dict[str, Any] | None = None) -> PlanInfo:
+        """Store a new plan document (immutable: a second save of the id raises `AlreadyExists`).
+
+        `inputs` (the plan's fingerprinted inputs) is kept beside it to say what changed
+        when the plan turns stale.
+        """
         state = _parse_enum(PlanState, doc.status, "status")
         now = self._clock()
         info = doc.model_dump(include={"plan_id", "created_at", "created_by", "horizon", "fingerprint", "summary"})
@@ -226,15 +231,17 @@ class Store:
         if not self._save_plan(keys=[k.plan(doc.plan_id), k.seq("plans"), k.plans, k.events,
                                      k.plan_events(doc.plan_id)], args=args):
             raise AlreadyExists("plan", doc.plan_id)
+        if inputs is not None:
+            self._r.hset(k.plan(doc.plan_id), "inputs", json.dumps(inputs))
         return self.get_plan_info(doc.plan_id)
 
     def get_plan(self, plan_id: str) -> PlanRecord:
-        fields = self._r.hmget(self.keys.plan(plan_id), *_PLAN_FIELDS, "document", "job_versions")
+        fields = self._r.hmget(self.keys.plan(plan_id), *_PLAN_FIELDS, "document", "job_versions", "inputs")
         if fields[0] is None:
             raise NotFound("plan", plan_id)
         info = _plan_info(fields[:len(_PLAN_FIELDS)])
-        return PlanRecord(**dict(info), document=PlanDocument.model_validate_json(fields[-2]),
-                          job_versions=json.loads(fields[-1]))
+        return PlanRecord(**dict(info), document=PlanDocument.model_validate_json(fields[-3]),
+                          job_versions=json.loads(fields[-2]), inputs=json.loads(fields[-1]) if fields[-1] else None)
 
     def get_plan_info(self, plan_id: str) -> PlanInfo:
         """The plan without its document (cheap for large plans)."""

@@ -1,0 +1,241 @@
+"""Use cases: one function each, called the same way from REST, CLI, beat and retries.
+
+Access rules live here, not in the routers: submitters see and touch only their team's
+jobs (another team's job is reported as missing, exactly like a missing id); only ops and
+admins decide on plans.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from scheduler.catalog import Catalog, load_catalog
+from scheduler.errors import Conflict, Forbidden, InvalidArgument, NotFound, StateConflict
+from scheduler.fingerprint import PlanInputs, spec_version, what_changed
+from scheduler.lifecycle import JobState, PlanState
+from scheduler.models import JobSpec, PlanDocument
+from scheduler.planning import PlanOptions, build_problem, plan_batch
+from scheduler.records import JobRecord, PlanRecord, Principal
+from scheduler.store import Store
+
+log = logging.getLogger("cloudsched.services")
+
+PLAN_LOCK = "plan-run"
+# Jobs a plan run takes: waiting ones, ones a previous run could not place, and ones a
+# plan still under review placed (a newer plan for the same window supersedes it).
+PLANNABLE = (JobState.PENDING, JobState.UNPLACED, JobState.PLANNED)
+
+
+class StalePlan(Conflict):
+    code = "stale-plan"
+
+    def __init__(self, plan_id: str, changes: list[str]):
+        super().__init__(f"plan {plan_id!r} is stale: " + "; ".join(changes), id=plan_id, changes=changes,
+                         field="expected_fingerprint")
+        self.changes = changes
+
+
+# -- jobs ---------------------------------------------------------------------------------
+
+
+def body_hash(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()
+
+
+def submit_job(store: Store, who: Principal, spec: JobSpec, *, idempotency_key: str | None = None,
+               raw_body: bytes | None = None) -> tuple[JobRecord, bool]:
+    """Store a job (answered only once stored). Returns (record, created)."""
+    if who.role == "submitter" and spec.team != who.team:
+        raise InvalidArgument("team", f"must be your team {who.team!r}, not {spec.team!r}")
+    digest = body_hash(raw_body if raw_body is not None else spec.model_dump_json().encode())
+    return store.create_job(spec, who.name, idempotency_key=idempotency_key, body_hash=digest)
+
+
+def _visible(who: Principal, job: JobRecord) -> bool:
+    return who.role != "submitter" or job.team == who.team
+
+
+def get_job(store: Store, who: Principal, job_id: str) -> JobRecord:
+    job = store.get_job(job_id)
+    if not _visible(who, job):
+        raise NotFound("job", job_id)  # the same answer as a missing id: no probing other teams
+    return job
+
+
+def list_jobs(store: Store, who: Principal, *, team: str | None = None, state: str | None = None,
+              cursor: str | None = None, limit: int = 50):
+    if who.role == "submitter":
+        if team not in (None, who.team):
+            return [], None
+        team = who.team
+    return store.list_jobs(team=team, state=state, cursor=cursor, limit=limit)
+
+
+def cancel_job(store: Store, who: Principal, job_id: str) -> JobRecord:
+    job = get_job(store, who, job_id)
+    return store.transition_job(job.id, JobState.CANCELLED, reason="Cancelled", message=f"cancelled by {who.name}",
+                                actor=who.name)
+
+
+# -- plans --------------------------------------------------------------------------------
+
+
+@dataclass
+class PlanRun:
+    now: datetime | None = None  # plan as of this time; default: now + review_lead_hours
+    review_lead_hours: float = 1.0  # a plan expires at its first start: leave ops time to review it
+    time_limit_s: float = 30.0
+    num_workers: int = 1
+    created_by: str = "api"
+    budgets: dict[str, float] | None = None
+
+
+def _plannable(store: Store) -> list[JobRecord]:
+    jobs: list[JobRecord] = []
+    for state in PLANNABLE:
+        cursor = None
+        while True:
+            page, cursor = store.list_jobs(state=state, cursor=cursor, limit=500)
+            jobs.extend(page)
+            if cursor is None:
+                break
+    return sorted(jobs, key=lambda j: (j.created_at, j.id))
+
+
+def current_inputs(store: Store, catalog: Catalog, budgets: dict[str, float] | None = None) -> PlanInputs:
+    jobs = _plannable(store)
+    return PlanInputs({j.id: spec_version(j.spec) for j in jobs}, catalog.version,
+                      store.latest_approved_plan_id(), dict(budgets or {}))
+
+
+def _previous(store: Store) -> PlanDocument | None:
+    plan_id = store.latest_approved_plan_id()
+    return store.get_plan(plan_id).document if plan_id else None
+
+
+def create_plan(store: Store, who: Principal, run: PlanRun = PlanRun(), catalog: Catalog | None = None) -> PlanRecord:
+    """Plan every plannable job now. A run that overlaps a running one is refused."""
+    if who.role not in ("ops", "admin"):
+        raise Forbidden("only ops and admins create plans")
+    token = store.acquire_lock(PLAN_LOCK, ttl_s=run.time_limit_s * 4 + 120)
+    if token is None:
+        raise Conflict("a plan run is already in progress; try again when it ends", field="plan")
+    try:
+        return _create_plan(store, who, run, catalog or load_catalog())
+    finally:
+        store.release_lock(PLAN_LOCK, token)
+
+
+def _create_plan(store: Store, who: Principal, run: PlanRun, catalog: Catalog) -> PlanRecord:
+    jobs = _plannable(store)
+    now = run.now or (datetime.now(timezone.utc) + timedelta(hours=run.review_lead_hours)).replace(
+        second=0, microsecond=0)
+    inputs = current_inputs(store, catalog, run.budgets)
+    problem = build_problem([j.spec for j in jobs], now=now, catalog=catalog, budgets=run.budgets,
+                            job_ids=[j.id for j in jobs])
+    options = PlanOptions(time_limit=run.time_limit_s, num_workers=run.num_workers, created_by=run.created_by,
+                          previous=_previous(store), inputs=inputs)
+    outcome = plan_batch(problem, options)
+    if outcome.violations:  # never store a plan the validator rejects
+        raise RuntimeError(f"plan failed validation: {outcome.violations[:3]}")
+    doc = outcome.document
+    for older in _pending_review(store):
+        store.set_plan_state(older, PlanState.SUPERSEDED, expected_state=PlanState.PENDING_REVIEW,
+                             decision={"superseded_by": doc.plan_id}, actor=who.name)
+    store.save_plan(doc, dict(inputs.job_versions), actor=who.name, inputs=inputs.to_json())
+    _mark_jobs(store, doc, jobs, who)
+    return store.get_plan(doc.plan_id)
+
+
+def _pending_review(store: Store) -> list[str]:
+    plans, _ = store.list_plans(limit=100)
+    return [p.plan_id for p in plans if p.state is PlanState.PENDING_REVIEW]
+
+
+def _mark_jobs(store: Store, doc: PlanDocument, jobs: list[JobRecord], who: Principal) -> None:
+    placed = {a.job_id for a in doc.assignments}
+    reasons = {u.job_id: u for u in doc.unplaced}
+    for job in jobs:
+        if job.state is JobState.PLANNED:  # re-planned: back to pending first, as the lifecycle says
+            job = store.transition_job(job.id, JobState.PENDING, reason="Replanned", actor=who.name)
+        if job.id in placed:
+            store.transition_job(job.id, JobState.PLANNED, plan_id=doc.plan_id, actor=who.name)
+        elif job.id in reasons and job.state is not JobState.UNPLACED:
+            u = reasons[job.id]
+            store.transition_job(job.id, JobState.UNPLACED, reason=u.reason.value, message=u.message,
+                                 plan_id=doc.plan_id, actor=who.name)
+
+
+def get_plan(store: Store, who: Principal, plan_id: str) -> PlanDocument:
+    """The §4.5 document as it stands; a submitter sees only their team's jobs in it."""
+    doc = store.get_plan(plan_id).current_document()
+    if who.role != "submitter":
+        return doc
+    assignments = [a for a in doc.assignments if a.team == who.team]
+    ids = {a.job_id for a in assignments}
+    own = {j.id for j in store.get_jobs([u.job_id for u in doc.unplaced]).values() if j.team == who.team}
+    return doc.model_copy(update={"assignments": assignments, "unplaced": [u for u in doc.unplaced if u.job_id in own],
+                                  "changes": [c for c in doc.changes if c.job_id in ids | own]})
+
+
+def _require_ops(who: Principal) -> None:
+    if who.role not in ("ops", "admin"):
+        raise Forbidden("only ops and admins approve or reject plans")
+
+
+def _first_start(doc: PlanDocument) -> datetime | None:
+    starts = [s.start for a in doc.assignments for s in a.segments]
+    return datetime.fromisoformat(min(starts).replace("Z", "+00:00")) if starts else None
+
+
+def approve_plan(store: Store, who: Principal, plan_id: str, expected_fingerprint: str, comment: str = "",
+                 *, catalog: Catalog | None = None, now: datetime | None = None,
+                 budgets: dict[str, float] | None = None) -> PlanRecord:
+    """Approve the plan the reviewer saw. Stale, expired or already decided plans are refused (409)."""
+    _require_ops(who)
+    record = store.get_plan(plan_id)
+    if record.state is not PlanState.PENDING_REVIEW:
+        raise StateConflict("plan", plan_id, PlanState.PENDING_REVIEW.value, record.state.value)
+    if expected_fingerprint != record.fingerprint:
+        raise StalePlan(plan_id, [f"you reviewed fingerprint {expected_fingerprint[:12]}, the plan has "
+                                  f"{record.fingerprint[:12]}: reload it"])
+    now = now or datetime.now(timezone.utc)
+    first = _first_start(record.document)
+    if first is not None and now >= first:
+        store.set_plan_state(plan_id, PlanState.EXPIRED, expected_state=PlanState.PENDING_REVIEW, actor=who.name,
+                             decision={"expired_at": now.isoformat(), "first_start": first.isoformat()})
+        raise StateConflict("plan", plan_id, PlanState.PENDING_REVIEW.value, PlanState.EXPIRED.value,
+                            message=f"plan {plan_id!r} expired: its first start {first.isoformat()} has passed")
+    planned = PlanInputs.from_json(record.inputs) if record.inputs else None
+    current = current_inputs(store, catalog or load_catalog(), budgets)
+    if planned is None or current.fingerprint() != planned.fingerprint():
+        changes = what_changed(planned, current) if planned else ["the plan's inputs were not recorded"]
+        store.set_plan_state(plan_id, PlanState.STALE, expected_state=PlanState.PENDING_REVIEW, actor=who.name,
+                             decision={"stale": changes})
+        raise StalePlan(plan_id, changes)
+    decision = {"decision": "approved", "by": who.name, "at": now.isoformat(), "comment": comment,
+                "fingerprint": expected_fingerprint}
+    store.set_plan_state(plan_id, PlanState.APPROVED, expected_state=PlanState.PENDING_REVIEW,
+                         decision=decision, actor=who.name)  # compare-and-set: one approval wins
+    for a in record.document.assignments:
+        store.transition_job(a.job_id, JobState.APPROVED, plan_id=plan_id, actor=who.name)
+    return store.get_plan(plan_id)
+
+
+def reject_plan(store: Store, who: Principal, plan_id: str, comment: str) -> PlanRecord:
+    _require_ops(who)
+    if not comment.strip():
+        raise InvalidArgument("comment", "a rejection needs a comment saying why")
+    record = store.get_plan(plan_id)
+    decision = {"decision": "rejected", "by": who.name, "at": datetime.now(timezone.utc).isoformat(),
+                "comment": comment, "fingerprint": record.fingerprint}
+    store.set_plan_state(plan_id, PlanState.REJECTED, expected_state=PlanState.PENDING_REVIEW,
+                         decision=decision, actor=who.name)
+    for a in record.document.assignments:
+        job = store.get_job(a.job_id)
+        if job.state is JobState.PLANNED and job.plan_id == plan_id:
+            store.transition_job(job.id, JobState.PENDING, reason="PlanRejected", message=comment, actor=who.name)
+    return store.get_plan(plan_id)
