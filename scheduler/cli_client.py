@@ -1,0 +1,161 @@
+"""`cloudsched jobs ...` and `cloudsched plan ...`: the CLI over the REST API.
+
+`plan create --detailed-exitcode` exits like Terraform's: 0 when the new plan changes
+nothing against the last approved one, 2 when it does, 1 on an error.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from scheduler import render
+from scheduler.client import ApiProblem, Client
+from scheduler.models import PlanDocument
+from scheduler.workloads import load_jobs
+
+jobs_app = typer.Typer(help="Submit and follow jobs (over the API).", no_args_is_help=True)
+plan_app = typer.Typer(help="Create, review and decide plans (over the API).", no_args_is_help=True)
+out = Console(emoji=False)
+err = Console(stderr=True, emoji=False)
+Json = Annotated[bool, typer.Option("--json", help="Print the API's JSON.")]
+
+
+def _call(fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except ApiProblem as problem:
+        for line in problem.lines:
+            err.print(f"[red]error:[/red] {line}" if line == problem.lines[0] else line, markup=True)
+        raise typer.Exit(1) from None
+
+
+def _print_json(data) -> None:
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+def _jobs_table(items: list[dict]) -> Table:
+    table = Table(header_style="bold")
+    for column in ("id", "name", "team", "state", "reason", "plan"):
+        table.add_column(column)
+    for j in items:
+        table.add_row(j["id"], j["name"], j["team"], j["state"], j.get("reason") or "", j.get("plan_id") or "")
+    return table
+
+
+@jobs_app.command("submit")
+def submit(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="YAML/JSON job spec(s).")],
+           idempotency_key: Annotated[Optional[str], typer.Option(help="Safe retries: same key, same job.")] = None,
+           as_json: Json = False) -> None:
+    """Submit every job spec in FILE."""
+    try:
+        specs = load_jobs(file)
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    client = Client()
+    created = []
+    for i, spec in enumerate(specs):
+        key = f"{idempotency_key}-{i}" if idempotency_key and len(specs) > 1 else idempotency_key
+        created.append(_call(client.submit_job, spec.model_dump(mode="json", exclude_none=True), key))
+    _print_json(created) if as_json else out.print(_jobs_table(created))
+
+
+@jobs_app.command("list")
+def list_jobs(team: Optional[str] = None, state: Optional[str] = None,
+              limit: Annotated[int, typer.Option(min=1, max=1000)] = 50, as_json: Json = False) -> None:
+    page = _call(Client().list_jobs, team=team, state=state, limit=limit)
+    _print_json(page) if as_json else out.print(_jobs_table(page["items"]))
+
+
+@jobs_app.command("show")
+def show(job_id: str, as_json: Json = False) -> None:
+    job = _call(Client().get_job, job_id)
+    if as_json:
+        return _print_json(job)
+    out.print(_jobs_table([job]))
+    for c in job.get("conditions", []):
+        out.print(f"  {c['type']}={c['status']} ({c['reason']}) {c.get('message', '')}")
+    for e in job.get("events", []):
+        out.print(f"  {e['at']}  {e['type']}  by {e['actor']}")
+
+
+@jobs_app.command("cancel")
+def cancel(job_id: str) -> None:
+    job = _call(Client().cancel_job, job_id)
+    out.print(f"{job['name']} ({job['id']}): {job['state']}")
+
+
+@plan_app.command("create")
+def create(time_limit: Annotated[Optional[float], typer.Option("--time-limit", min=0.1)] = None,
+           detailed_exitcode: Annotated[bool, typer.Option("--detailed-exitcode")] = False,
+           as_json: Json = False) -> None:
+    """Plan every pending job now (ops)."""
+    doc = PlanDocument.model_validate(_call(Client().create_plan, time_limit))
+    _print_json(doc.model_dump(mode="json")) if as_json else render.plan(out, doc)
+    if detailed_exitcode and doc.changes:
+        raise typer.Exit(2)
+
+
+@plan_app.command("show")
+def show_plan(plan_id: str, as_json: Json = False) -> None:
+    doc = PlanDocument.model_validate(_call(Client().get_plan, plan_id))
+    _print_json(doc.model_dump(mode="json")) if as_json else render.plan(out, doc)
+
+
+@plan_app.command("diff")
+def diff(plan_id: str, against: Annotated[Optional[str], typer.Option(help="Plan id (default: last approved).")] = None,
+         as_json: Json = False) -> None:
+    data = _call(Client().diff_plan, plan_id, against)
+    if as_json:
+        return _print_json(data)
+    for c in data["changes"]:
+        before = ", ".join(c["before"]["offers"]) if c.get("before") else "-"
+        after = ", ".join(c["after"]["offers"]) if c.get("after") else "-"
+        out.print(f"{c['symbol']:>3} {c['job_name']}: {before} → {after} ({c['cost_delta']:+,.2f} USD)")
+    out.print(data["summary"])
+
+
+@plan_app.command("explain")
+def explain(plan_id: str, job_id: str, as_json: Json = False) -> None:
+    data = _call(Client().explain, plan_id, job_id)
+    if as_json:
+        return _print_json(data)
+    table = Table(title=f"Considered offers for {data['job_name']}", header_style="bold")
+    for column in ("", "offer", "arch", "market", "hours", "cost", "Δ vs chosen", "status"):
+        table.add_column(column)
+    for r in data["considered"]:
+        money = f"${r['cost']:,.2f}" if r["cost"] is not None else "-"
+        delta = f"{r['cost_vs_chosen']:+,.2f}" if r["cost_vs_chosen"] is not None else "-"
+        hours = f"{r['hours']:.1f}" if r["hours"] is not None else "-"
+        table.add_row(r["mark"], r["offer_id"], r["architecture"], r["market"], hours, money, delta,
+                      r["reason"] or r["status"])
+    out.print(table)
+    if data.get("unplaced"):
+        out.print(f"unplaced: {data['unplaced']['reason']} — {data['unplaced']['message']}")
+
+
+@plan_app.command("approve")
+def approve(plan_id: str,
+            fingerprint: Annotated[Optional[str], typer.Option(help="The fingerprint you reviewed.")] = None,
+            comment: str = "") -> None:
+    """Approve a plan (ops). Without --fingerprint, the plan is shown first and its fingerprint used."""
+    client = Client()
+    if fingerprint is None:
+        doc = PlanDocument.model_validate(_call(client.get_plan, plan_id))
+        render.plan(out, doc)
+        fingerprint = doc.fingerprint
+    doc = _call(client.approve_plan, plan_id, fingerprint, comment)
+    out.print(f"{plan_id}: {doc['status']}")
+
+
+@plan_app.command("reject")
+def reject(plan_id: str, comment: Annotated[str, typer.Option(help="Why (required).")]) -> None:
+    doc = _call(Client().reject_plan, plan_id, comment)
+    out.print(f"{plan_id}: {doc['status']}")
