@@ -1,24 +1,54 @@
-"""The FastAPI application: thin routers over the scheduler's services."""
+"""The FastAPI application: thin routers over the scheduler's services, one error map."""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from fastapi.openapi.utils import get_openapi
 from fastapi_offline import FastAPIOffline
 
 from api import errors
-from api.routers import catalog, validate
+from api.deps import current_principal
+from api.limits import BodyLimitMiddleware
+from api.metrics import Metrics, MetricsMiddleware
+from api.routers import catalog, jobs, ops, plans, validate
+from scheduler.models import JobSpec
+from scheduler.settings import Settings, get_settings
+from scheduler.store import Store
+
+DESCRIPTION = """Place GPU jobs across centralized and distributed clouds at minimum cost.
+
+Every `/v1` route needs `Authorization: Bearer <key>` (`cloudsched keys create`). Errors are
+RFC 9457 `application/problem+json` naming the field at fault."""
 
 
-def create_app() -> FastAPI:
+def create_app(settings: Settings | None = None, store: Store | None = None) -> FastAPI:
+    """The app on `store` (default: the configured one, opened at the first request)."""
+    settings = settings or get_settings()
     # FastAPIOffline serves Swagger UI and ReDoc assets itself: there is no CDN offline.
-    app = FastAPIOffline(title="cloudsched", version="0.1.0",
-                         description="Place GPU jobs across centralized and distributed clouds at minimum cost.")
+    app = FastAPIOffline(title="cloudsched", version="0.1.0", description=DESCRIPTION)
+    app.state.settings, app.state.store = settings, store
+    app.state.metrics = Metrics(app.state)
     errors.install(app)
-    app.include_router(catalog.router)
-    app.include_router(validate.router)
-
-    @app.get("/healthz", tags=["ops"], summary="The process is up")
-    def healthz() -> dict:
-        return {"status": "ok"}
-
+    app.include_router(ops.router)
+    authenticated = [Depends(current_principal)]
+    app.include_router(jobs.router)
+    app.include_router(validate.router, dependencies=authenticated)
+    app.include_router(catalog.router, dependencies=authenticated)
+    app.include_router(plans.router)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # outermost: counts 413s too
+    app.openapi = lambda: _openapi(app)
     return app
+
+
+def _openapi(app: FastAPI) -> dict:
+    """The generated schema plus `JobSpec`, which `POST /v1/jobs` reads itself (JSON or YAML)."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        spec_schema = JobSpec.model_json_schema(ref_template="#/components/schemas/{model}", mode="validation")
+        for name, definition in spec_schema.pop("$defs", {}).items():
+            components.setdefault(name, definition)
+        components["JobSpec"] = spec_schema
+        app.openapi_schema = schema
+    return app.openapi_schema

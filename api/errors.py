@@ -1,7 +1,8 @@
 """One map from errors to RFC 9457 problem+json responses.
 
-Bad input gets a 4xx naming the field; only a bug gives a 500, and its body says nothing
-about the internals.
+Services raise `CloudschedError`s; this is the only place that turns them into HTTP. Bad
+input gets a 4xx naming the field; only a bug gives a 500, and its body says nothing about
+the internals.
 """
 
 from __future__ import annotations
@@ -9,26 +10,42 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from scheduler.errors import (
+    AlreadyExists,
+    CloudschedError,
+    Conflict,
+    Forbidden,
+    InvalidArgument,
+    NotFound,
+    StoreUnavailable,
+    Unauthenticated,
+)
 
 log = logging.getLogger("cloudsched.api")
 
 PROBLEM_JSON = "application/problem+json"
 
 
-def problem(status: int, title: str, detail: str, *, code: str, instance: str = "", **extra) -> JSONResponse:
+def problem(status: int, title: str, detail: str, *, code: str, instance: str = "", headers: dict | None = None,
+            **extra) -> JSONResponse:
     body = {"type": f"urn:cloudsched:problem:{code}", "title": title, "status": status, "detail": detail}
     if instance:
         body["instance"] = instance
-    body.update(extra)
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
+    body.update(jsonable_encoder(extra))
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
 def _field(loc) -> str:
-    parts = [str(p) for p in loc if p not in ("body",)]
-    return ".".join(parts) or "body"
+    """`gpus`, `launch.env`, `cursor`: the field as the caller wrote it, without FastAPI's location prefix."""
+    loc = tuple(loc)
+    if loc and loc[0] in ("body", "query", "path", "header", "cookie"):
+        loc = loc[1:] or loc
+    return ".".join(str(p) for p in loc)
 
 
 def validation_errors(errors) -> list[dict]:
@@ -36,11 +53,66 @@ def validation_errors(errors) -> list[dict]:
 
 
 class ApiError(Exception):
-    """Raised by routes and services; carries everything the problem document needs."""
+    """Raised by routes; carries everything the problem document needs."""
 
     def __init__(self, status: int, title: str, detail: str, code: str, **extra):
         super().__init__(detail)
         self.status, self.title, self.detail, self.code, self.extra = status, title, detail, code, extra
+
+
+class RateLimited(CloudschedError):
+    code = "rate-limited"
+
+    def __init__(self, limit: int, retry_after_s: int):
+        super().__init__(f"more than {limit} requests in a minute: retry in {retry_after_s} s",
+                         limit=limit, retry_after_s=retry_after_s)
+        self.retry_after_s = retry_after_s
+
+
+class BodyTooLarge(CloudschedError):
+    code = "body-too-large"
+
+    def __init__(self, limit: int):
+        super().__init__(f"the request body is over {limit:,} bytes", field="body", max_body_bytes=limit)
+
+
+class UnsupportedMediaType(CloudschedError):
+    code = "unsupported-media-type"
+
+    def __init__(self, got: str, supported: tuple[str, ...]):
+        super().__init__(f"Content-Type {got or '(none)'!r} is not one of {', '.join(supported)}",
+                         field="Content-Type", supported=list(supported))
+
+
+# (class, status, title), most specific first: the first match wins.
+_STATUS: list[tuple[type[CloudschedError], int, str]] = [
+    (InvalidArgument, 422, "Invalid request"),
+    (Unauthenticated, 401, "Unauthenticated"),
+    (Forbidden, 403, "Forbidden"),
+    (NotFound, 404, "Not found"),
+    (AlreadyExists, 409, "Already exists"),
+    (Conflict, 409, "Conflict"),
+    (RateLimited, 429, "Too many requests"),
+    (BodyTooLarge, 413, "Request body too large"),
+    (UnsupportedMediaType, 415, "Unsupported media type"),
+    (StoreUnavailable, 503, "Service unavailable"),
+]
+
+
+def error_response(exc: CloudschedError, instance: str = "") -> JSONResponse:
+    status, title = next(((s, t) for cls, s, t in _STATUS if isinstance(exc, cls)), (400, "Bad request"))
+    headers, extra = {}, dict(exc.details)
+    detail = exc.message
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="cloudsched"'
+    elif status == 429:
+        headers["Retry-After"] = str(exc.retry_after_s)
+    elif status == 503:
+        headers["Retry-After"] = "1"
+        detail, extra = "The store cannot be reached; retry shortly.", {}  # its message names sockets and hosts
+    if isinstance(exc, InvalidArgument):
+        extra["errors"] = [{"field": exc.field, "message": exc.message}]
+    return problem(status, title, detail, code=exc.code, instance=instance, headers=headers, **extra)
 
 
 def install(app: FastAPI) -> None:
@@ -51,18 +123,20 @@ def install(app: FastAPI) -> None:
         return problem(422, "Invalid request", f"Invalid field(s): {fields}", code="validation-error",
                        instance=request.url.path, errors=errors)
 
+    @app.exception_handler(CloudschedError)
+    async def _domain(request: Request, exc: CloudschedError):
+        if isinstance(exc, StoreUnavailable):
+            log.warning("store unavailable on %s: %s", request.url.path, exc.message)
+        return error_response(exc, request.url.path)
+
     @app.exception_handler(ApiError)
     async def _api(request: Request, exc: ApiError):
         return problem(exc.status, exc.title, exc.detail, code=exc.code, instance=request.url.path, **exc.extra)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
-        headers = getattr(exc, "headers", None)
-        response = problem(exc.status_code, str(exc.detail), str(exc.detail), code=f"http-{exc.status_code}",
-                           instance=request.url.path)
-        if headers:
-            response.headers.update(headers)
-        return response
+        return problem(exc.status_code, str(exc.detail), str(exc.detail), code=f"http-{exc.status_code}",
+                       instance=request.url.path, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception):

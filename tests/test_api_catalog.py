@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from fastapi.testclient import TestClient
-
-from api.app import create_app
+from api_support import make_api
 
 
 @pytest.fixture(scope="module")
 def client():
-    return TestClient(create_app())
+    api = make_api()
+    api.client.headers.update(api.auth("a"))
+    return api.client
 
 
 def test_offers_sorted_by_price_per_gpu_hour_with_catalog_version(client):

@@ -1,0 +1,77 @@
+"""Prometheus metrics (`cloudsched_` prefix): requests by route template and status, latency, jobs by state.
+
+Labels are bounded: the route *template* (`/v1/jobs/{job_id}`, never an id), `unmatched`
+for paths no route knows, and job states. One registry per app, so tests can build many apps.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from scheduler.errors import StoreUnavailable
+from scheduler.lifecycle import JobState
+
+log = logging.getLogger("cloudsched.api")
+
+
+class JobsByState:
+    """A collector that asks the store at scrape time (no state to keep in sync)."""
+
+    def __init__(self, app_state):
+        self._state = app_state
+
+    def collect(self):
+        gauge = GaugeMetricFamily("cloudsched_jobs", "Jobs by lifecycle state", labels=["state"])
+        store = self._state.store
+        if store is not None:
+            try:
+                counts = store.job_counts()
+            except StoreUnavailable:
+                counts = {}
+            for state in JobState:
+                if state in counts:
+                    gauge.add_metric([state.value], counts[state])
+        yield gauge
+
+
+class Metrics:
+    def __init__(self, app_state):
+        self.registry = CollectorRegistry()
+        self.requests = Counter("cloudsched_http_requests", "HTTP requests by route template and status",
+                                ["method", "route", "status"], registry=self.registry)
+        self.latency = Histogram("cloudsched_http_request_duration_seconds", "HTTP request latency",
+                                 ["method", "route"], registry=self.registry,
+                                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60))
+        self.registry.register(JobsByState(app_state))
+
+
+class MetricsMiddleware:
+    """Counts every HTTP request once it is answered (pure ASGI: no per-request task overhead)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start, status = time.perf_counter(), 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            method = scope["method"]
+            self.metrics.requests.labels(method, route, str(status)).inc()
+            self.metrics.latency.labels(method, route).observe(time.perf_counter() - start)

@@ -1,0 +1,49 @@
+"""Liveness, readiness and metrics: no key needed (probes and scrapers carry none)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from api.deps import get_store
+from api.errors import problem
+from api.routers.catalog import DATA_AS_OF
+from scheduler.catalog import load_catalog
+from scheduler.errors import StoreUnavailable
+
+router = APIRouter(tags=["ops"])
+
+
+@router.get("/healthz", summary="The process is up")
+def healthz() -> dict:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Ready to serve: the store answers and the catalog is loaded",
+            responses={503: {"description": "Not ready; `checks` says which part"}})
+def readyz(request: Request):
+    checks: dict[str, dict] = {}
+    try:
+        checks["store"] = {"ok": bool(get_store(request).ping())}
+    except (StoreUnavailable, OSError) as exc:
+        checks["store"] = {"ok": False, "error": type(exc).__name__}
+    try:
+        catalog = load_catalog()
+        age = (datetime.now(timezone.utc).date() - DATA_AS_OF).days
+        checks["catalog"] = {"ok": bool(catalog.offers), "offers": len(catalog.offers),
+                             "version": catalog.version, "data_as_of": DATA_AS_OF.isoformat(), "age_days": age}
+    except Exception as exc:  # a broken data file must show here, not crash the probe
+        checks["catalog"] = {"ok": False, "error": type(exc).__name__}
+    if all(c["ok"] for c in checks.values()):
+        return {"status": "ready", "checks": checks}
+    failing = ", ".join(name for name, c in checks.items() if not c["ok"])
+    return problem(503, "Not ready", f"not ready: {failing}", code="not-ready", instance="/readyz", checks=checks,
+                   headers={"Retry-After": "5"})
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response,
+            responses={200: {"content": {"text/plain": {}}}})
+def metrics(request: Request) -> Response:
+    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

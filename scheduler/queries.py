@@ -1,0 +1,163 @@
+"""Reads the API needs that `services` does not offer, under the same access rules.
+
+Each function takes the caller (`Principal`) and goes through `services.get_job` /
+`services.get_plan`, so a submitter sees only their team's jobs and gets "not found" for
+another team's, exactly as from the services.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import redis
+
+from scheduler import services
+from scheduler.catalog import Catalog, load_catalog
+from scheduler.diff import JobDiff, diff_plans, summary_line
+from scheduler.errors import NotFound, StoreUnavailable
+from scheduler.models import Unplaced
+from scheduler.planning import build_problem
+from scheduler.reasons import consider
+from scheduler.records import Event, JobRecord, PlanInfo, Principal
+from scheduler.store import Store
+
+RATE_WINDOW_S = 60
+
+
+def job_with_events(store: Store, who: Principal, job_id: str, limit: int = 1000) -> tuple[JobRecord, list[Event]]:
+    job = services.get_job(store, who, job_id)
+    return job, store.events_for_job(job.id, limit=limit)
+
+
+def list_plans(store: Store, who: Principal, *, cursor: str | None = None,
+               limit: int = 20) -> tuple[list[PlanInfo], str | None]:
+    """Plans newest first, without documents (summaries are whole-plan totals, no job is named)."""
+    return store.list_plans(limit=limit, cursor=cursor)
+
+
+# -- diff -----------------------------------------------------------------------------------
+
+
+@dataclass
+class PlanDiff:
+    plan_id: str
+    against: str | None
+    diffs: list[JobDiff]
+
+    @property
+    def summary(self) -> str:
+        return summary_line(self.diffs)
+
+
+def default_base(store: Store, plan_id: str) -> str | None:
+    """The plan this one was made against: the approved plan its inputs name, else the latest approved one."""
+    record = store.get_plan(plan_id)
+    if record.inputs and "previous_plan_id" in record.inputs:
+        return record.inputs["previous_plan_id"]
+    latest = store.latest_approved_plan_id()
+    return latest if latest != plan_id else None
+
+
+def plan_diff(store: Store, who: Principal, plan_id: str, against: str | None = None) -> PlanDiff:
+    """Terraform-style diff of `plan_id` against `against` (default: `default_base`), as `who` may see them."""
+    new = services.get_plan(store, who, plan_id)
+    base_id = against if against is not None else default_base(store, plan_id)
+    old = services.get_plan(store, who, base_id) if base_id else None
+    return PlanDiff(plan_id, base_id, diff_plans(new, old))
+
+
+# -- explanation ----------------------------------------------------------------------------
+
+
+@dataclass
+class ConsideredOffer:
+    offer_id: str
+    provider: str
+    architecture: str
+    market: str
+    gpu_type: str
+    status: str  # chosen | candidate | rejected
+    reason: str | None
+    gpus: int | None
+    hours: float | None
+    cost: float | None
+    cost_vs_chosen: float | None
+
+
+@dataclass
+class Explanation:
+    plan_id: str
+    job: JobRecord
+    catalog_version: str
+    chosen: list[str]
+    chosen_cost: float | None
+    unplaced: Unplaced | None
+    considered: list[ConsideredOffer]
+    hidden: dict[str, int] = field(default_factory=dict)
+
+
+def explain_job(store: Store, who: Principal, plan_id: str, job_id: str, *, show_all: bool = False,
+                limit: int = 50, catalog: Catalog | None = None) -> Explanation:
+    """Every offer considered for the job as of the plan's start: chosen, candidate, or rejected with its reason."""
+    job = services.get_job(store, who, job_id)
+    doc = services.get_plan(store, who, plan_id)
+    chosen = next((a for a in doc.assignments if a.job_id == job.id), None)
+    unplaced = next((u for u in doc.unplaced if u.job_id == job.id), None)
+    if chosen is None and unplaced is None:
+        raise NotFound("job in plan", f"{plan_id}/{job.id}")
+    catalog = catalog or load_catalog()
+    problem = build_problem([job.spec], now=_ts(doc.horizon.start), catalog=catalog, job_ids=[job.id])
+    chosen_ids = {s.offer_id for s in chosen.segments} if chosen else set()
+    chosen_cost = chosen.total_cost if chosen else None
+    rows = consider(problem, job.spec)
+    hidden = sum(1 for r in rows if r.code == "GpuType" and not show_all)
+    rows = [r for r in rows if show_all or r.code != "GpuType"]
+    rows.sort(key=lambda r: (r.offer.id not in chosen_ids, r.code is not None,
+                             r.job_cost if r.job_cost is not None else float("inf"), r.offer.id))
+    considered = [_considered(r, job.spec.shards, chosen_ids, chosen_cost) for r in rows[:limit]]
+    return Explanation(doc.plan_id, job, catalog.version, sorted(chosen_ids), chosen_cost, unplaced, considered,
+                       {"GpuType": hidden} if hidden else {})
+
+
+def _considered(r, shards: int, chosen_ids: set[str], chosen_cost: float | None) -> ConsideredOffer:
+    status = "chosen" if r.offer.id in chosen_ids else ("candidate" if r.code is None else "rejected")
+    delta = None
+    if r.job_cost is not None and chosen_cost is not None:
+        delta = round(r.job_cost - chosen_cost, 2)
+    return ConsideredOffer(
+        offer_id=r.offer.id, provider=r.offer.provider, architecture=r.offer.architecture.value,
+        market=r.offer.market.value, gpu_type=r.offer.gpu_type, status=status, reason=r.code,
+        gpus=r.est.billed_gpus * shards if r.est else None, hours=round(r.est.hours, 3) if r.est else None,
+        cost=round(r.job_cost, 2) if r.job_cost is not None else None, cost_vs_chosen=delta)
+
+
+def _ts(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+# -- rate limit -----------------------------------------------------------------------------
+
+
+def count_request(store: Store, who: Principal, limit: int, *, now: float | None = None) -> int | None:
+    """Count one request of `who` in the current fixed one-minute window (INCR + EXPIRE in Redis).
+
+    Returns None while under `limit`, else the seconds until the window ends (Retry-After).
+    """
+    now = time.time() if now is None else now
+    window = int(now // RATE_WINDOW_S)
+    who_hash = hashlib.sha256(f"{who.role}\0{who.team}\0{who.name}".encode()).hexdigest()[:24]
+    key = f"{store.keys.p}ratelimit:{who_hash}:{window}"
+    # The Store has no public counter yet; this is the one place that uses its client directly.
+    try:
+        pipe = store._r.pipeline(transaction=True)
+        pipe.incr(key)
+        pipe.expire(key, RATE_WINDOW_S + 5)
+        count, _ = pipe.execute()
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise StoreUnavailable(f"the store cannot be reached: {exc}") from exc
+    if count <= limit:
+        return None
+    return max(1, int((window + 1) * RATE_WINDOW_S - now + 0.999))
