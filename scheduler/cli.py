@@ -13,7 +13,7 @@ import yaml
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from scheduler import render
+from scheduler import cli_service, render
 from scheduler.catalog import find_offers, load_catalog, load_offers_file, parse_accelerator
 from scheduler.diff import diff_plans
 from scheduler.models import PlanDocument
@@ -24,6 +24,8 @@ app = typer.Typer(help="Place GPU jobs across centralized and distributed clouds
                   no_args_is_help=True, add_completion=False)
 workload_app = typer.Typer(help="Realistic job batches from real GPU cluster traces.", no_args_is_help=True)
 app.add_typer(workload_app, name="workload")
+app.add_typer(cli_service.keys_app, name="keys")
+app.command()(cli_service.serve)
 
 # emoji=False: offer ids such as "fluidstack:finland:..." must not turn into flags.
 out = Console(emoji=False)
