@@ -6,9 +6,10 @@ a record may grow internal fields without them leaking into responses.
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from scheduler.lifecycle import JobState
 from scheduler.models import JobSpec, UtcDatetime
@@ -19,6 +20,7 @@ EXAMPLE_SPEC = {
     "duration_hours": 672, "not_before": "2026-11-23T00:00:00Z", "deadline": "2026-12-28T00:00:00Z",
     "compliance": ["soc2"], "interruptible": False,
 }
+PLAN_NOW_RANGE = (timedelta(days=7), timedelta(days=366))  # a plan "as of" a time outside is a typo
 EXAMPLE_JOB = {
     "id": "job_01jd2k8q6v3m9x4c7b2n5r8t1w", "name": "llama2-70b-pretrain", "team": "vision", "state": "pending",
     "version": 1, "created_at": "2026-11-22T10:00:00Z", "updated_at": "2026-11-22T10:00:00Z", "reason": None,
@@ -79,6 +81,16 @@ class PlanCreate(Strict):
                                     "an hour, leaving ops time to review before the plan's first start)")
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"time_limit_s": 10}]})
+
+    @field_validator("now")
+    @classmethod
+    def _near(cls, value: datetime | None) -> datetime | None:
+        if value is not None:
+            real = datetime.now(timezone.utc)
+            if not real - PLAN_NOW_RANGE[0] <= value <= real + PLAN_NOW_RANGE[1]:
+                raise ValueError(f"must lie within {PLAN_NOW_RANGE[0].days} days before and "
+                                 f"{PLAN_NOW_RANGE[1].days} days after the present")
+        return value
 
 
 class ApproveRequest(Strict):

@@ -61,6 +61,8 @@ def test_idempotency_key_same_body_returns_the_original_other_body_is_refused(ap
     (b'{"name": ', "application/json", 422, "body"),
     (b"- a\n- b\n", "application/yaml", 422, "body"),
     (b"name: [unclosed", "application/yaml", 422, "body"),
+    (b"[" * 100_000 + b"]" * 100_000, "application/json", 422, "body"),  # too deep for the parser
+    (b"!!python/object:os.system {}", "application/yaml", 422, "body"),  # safe loading only
     (b"name=x", "application/x-www-form-urlencoded", 415, "Content-Type"),
 ])
 def test_unreadable_bodies_are_4xx_problems(api, content, content_type, status, field):

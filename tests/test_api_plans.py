@@ -149,6 +149,9 @@ def test_plan_body_is_optional_and_validated(api):
     bad = api.call("ops", "POST", "/v1/plans", json={"time_limit_s": 0})
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "time_limit_s"
     assert api.call("ops", "POST", "/v1/plans", json={"bogus": 1}).status_code == 422
+    for now in ("0001-01-01T00:00:00Z", "9999-12-31T00:00:00Z"):
+        far = api.call("ops", "POST", "/v1/plans", json={"now": now})
+        assert far.status_code == 422 and far.json()["errors"][0]["field"] == "now"
 
 
 def test_diff_against_the_previous_approved_plan_terraform_style(api):

@@ -40,7 +40,7 @@ def _parse_spec(raw: bytes, content_type: str) -> JobSpec:
             data = yaml.safe_load(raw)
         else:
             raise UnsupportedMediaType(media, MEDIA_TYPES)
-    except (ValueError, yaml.YAMLError) as exc:
+    except (ValueError, RecursionError, yaml.YAMLError) as exc:  # RecursionError: absurdly nested input
         problem_at = getattr(exc, "problem_mark", None) or getattr(exc, "lineno", None)
         where = f" at {problem_at}" if problem_at else ""
         raise RequestValidationError([{"loc": ("body",), "msg": f"not valid {media}{where}",
