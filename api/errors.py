@@ -135,6 +135,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
+        if isinstance(exc.__cause__, CloudschedError):  # FastAPI wraps errors met while reading a body in a 400
+            return error_response(exc.__cause__, request.url.path)
         return problem(exc.status_code, str(exc.detail), str(exc.detail), code=f"http-{exc.status_code}",
                        instance=request.url.path, headers=getattr(exc, "headers", None))
 
