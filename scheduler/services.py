@@ -142,10 +142,11 @@ def _create_plan(store: Store, who: Principal, run: PlanRun, catalog: Catalog) -
     if outcome.violations:  # never store a plan the validator rejects
         raise RuntimeError(f"plan failed validation: {outcome.violations[:3]}")
     doc = outcome.document
-    for older in _pending_review(store):
-        store.set_plan_state(older, PlanState.SUPERSEDED, expected_state=PlanState.PENDING_REVIEW,
-                             decision={"superseded_by": doc.plan_id}, actor=who.name)
     store.save_plan(doc, dict(inputs.job_versions), actor=who.name, inputs=inputs.to_json())
+    for older in _pending_review(store):  # only once the new plan is stored: never leave none to review
+        if older != doc.plan_id:
+            store.set_plan_state(older, PlanState.SUPERSEDED, expected_state=PlanState.PENDING_REVIEW,
+                                 decision={"superseded_by": doc.plan_id}, actor=who.name)
     _mark_jobs(store, doc, jobs, who)
     return store.get_plan(doc.plan_id)
 
