@@ -161,7 +161,9 @@ def build_document(problem: Problem, inst: Instance, result: SolveResult, bound:
         by_placement={}, greedy_cost=round(result.greedy.cost(inst) / 100, 2),
     )
     doc = PlanDocument(
-        plan_id=f"plan-{problem.now:%Y%m%dT%H%MZ}-{secrets.token_hex(4)}",  # unique even for equal inputs created_at=iso_z(datetime.now(problem.now.tzinfo)),
+        # Unique even for equal inputs planned twice in a minute.
+        plan_id=f"plan-{problem.now:%Y%m%dT%H%MZ}-{secrets.token_hex(4)}",
+        created_at=iso_z(datetime.now(problem.now.tzinfo)),
         created_by=options.created_by, horizon=Horizon(start=iso_z(problem.now), end=iso_z(max(ends))),
         fingerprint=fp, solver=_solver_info(result, total, bound, options), summary=summary,
         assignments=assignments, unplaced=unplaced,
