@@ -7,4 +7,4 @@ COPY workers ./workers
 COPY api ./api
 COPY examples ./examples
 RUN pip install --no-cache-dir .
-ENTRYPOINT ["cloudsched"]
+CMD ["cloudsched", "serve", "--host", "0.0.0.0", "--port", "8080"]
