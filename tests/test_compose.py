@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import click
 import yaml
 from typer.main import get_command
 
@@ -35,7 +34,7 @@ def test_cloudsched_commands_and_options_exist():
         if command[0] != "cloudsched":
             continue
         sub = cli.commands[command[1]]  # KeyError: the command does not exist
-        options = {opt for p in sub.params if isinstance(p, click.Option) for opt in p.opts + p.secondary_opts}
+        options = {opt for p in sub.params for opt in [*getattr(p, "opts", []), *getattr(p, "secondary_opts", [])]}
         for arg in command[2:]:
             if arg.startswith("--"):
                 assert arg.split("=")[0] in options, f"{name}: {command[1]} has no option {arg}"
