@@ -13,7 +13,7 @@ import yaml
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from scheduler import cli_service, render
+from scheduler import cli_client, cli_service, render
 from scheduler.catalog import find_offers, load_catalog, load_offers_file, parse_accelerator
 from scheduler.diff import diff_plans
 from scheduler.models import PlanDocument
@@ -26,6 +26,8 @@ workload_app = typer.Typer(help="Realistic job batches from real GPU cluster tra
 app.add_typer(workload_app, name="workload")
 app.add_typer(cli_service.keys_app, name="keys")
 app.command()(cli_service.serve)
+app.add_typer(cli_client.jobs_app, name="jobs")
+app.add_typer(cli_client.plan_app, name="plan")
 
 # emoji=False: offer ids such as "fluidstack:finland:..." must not turn into flags.
 out = Console(emoji=False)

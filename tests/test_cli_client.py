@@ -1,0 +1,72 @@
+"""`cloudsched jobs ...` / `cloudsched plan ...` against the real app (on fakeredis)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from api_support import make_api, spec
+from typer.testing import CliRunner
+
+from scheduler import cli_client
+from scheduler.cli import app
+from scheduler.client import Client, ClientSettings
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def api(monkeypatch):
+    api = make_api()
+    who = {"current": "admin"}
+    monkeypatch.setattr(cli_client, "Client", lambda: Client(ClientSettings(api_key=api.keys[who["current"]]),
+                                                             http=api.client))
+    api.who = who
+    return api
+
+
+def run(*args):
+    result = runner.invoke(app, list(args))
+    return result
+
+
+def test_submit_plan_approve_through_the_cli(api, tmp_path):
+    path = tmp_path / "jobs.json"
+    path.write_text(json.dumps([spec("train"), spec("eval", team="nlp")]))
+    submitted = run("jobs", "submit", str(path), "--json")
+    assert submitted.exit_code == 0, submitted.output
+    assert {j["name"] for j in json.loads(submitted.output)} == {"train", "eval"}
+
+    created = api.client.post("/v1/plans", json={"time_limit_s": 2},
+                              headers=api.auth("ops")).json()  # `plan create` plans as of an hour from now
+    plan_id = created["plan_id"]
+    assert run("plan", "show", plan_id).exit_code == 0
+    diff = run("plan", "diff", plan_id)
+    assert "Plan: 2 to create" in diff.output
+    job_id = created["assignments"][0]["job_id"]
+    explained = run("plan", "explain", plan_id, job_id)
+    assert explained.exit_code == 0 and "✔" in explained.output
+
+    approved = run("plan", "approve", plan_id, "--fingerprint", created["fingerprint"], "--comment", "ok")
+    assert approved.exit_code == 0, approved.output
+    assert f"{plan_id}: approved" in approved.output
+    shown = json.loads(run("jobs", "show", job_id, "--json").output)
+    assert shown["state"] == "approved"
+
+
+def test_plan_create_detailed_exitcode(api, tmp_path):
+    path = tmp_path / "jobs.json"
+    path.write_text(json.dumps([spec("train")]))
+    assert run("jobs", "submit", str(path)).exit_code == 0
+    assert run("plan", "create", "--time-limit", "2", "--detailed-exitcode").exit_code == 2  # a job to create
+
+
+def test_errors_print_the_problem_and_exit_1(api):
+    api.who["current"] = "a"
+    result = run("plan", "reject", "plan-nope", "--comment", "x")
+    assert result.exit_code == 1
+    assert "403" in result.output
+
+
+def test_reject_requires_a_comment_option(api):
+    assert run("plan", "reject", "plan-x").exit_code == 2  # typer: missing --comment
