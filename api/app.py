@@ -7,6 +7,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi_offline import FastAPIOffline
 
 from api import errors
+from api.bodies import reject_unknown_query
 from api.deps import current_principal
 from api.limits import BodyLimitMiddleware
 from api.metrics import Metrics, MetricsMiddleware
@@ -30,11 +31,12 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.state.metrics = Metrics(app.state)
     errors.install(app)
     app.include_router(ops.router)
-    authenticated = [Depends(current_principal)]
-    app.include_router(jobs.router)
-    app.include_router(validate.router, dependencies=authenticated)
-    app.include_router(catalog.router, dependencies=authenticated)
-    app.include_router(plans.router)
+    strict, problems = [Depends(reject_unknown_query)], errors.V1_PROBLEMS
+    authenticated = [Depends(current_principal), *strict]
+    app.include_router(jobs.router, dependencies=strict, responses=problems)
+    app.include_router(validate.router, dependencies=authenticated, responses=problems)
+    app.include_router(catalog.router, dependencies=authenticated, responses=problems)
+    app.include_router(plans.router, dependencies=strict, responses=problems)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # outermost: counts 413s too
     app.openapi = lambda: _openapi(app)

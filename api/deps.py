@@ -52,10 +52,3 @@ def current_principal(request: Request, store: StoreDep, settings: SettingsDep, 
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
-
-
-async def read_body(request: Request) -> bytes:
-    return await request.body()
-
-
-RawBody = Annotated[bytes, Depends(read_body)]

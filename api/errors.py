@@ -10,10 +10,12 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI, Request
+from fastapi import routing as fastapi_routing
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from scheduler.errors import (
     AlreadyExists,
@@ -99,6 +101,34 @@ _STATUS: list[tuple[type[CloudschedError], int, str]] = [
 ]
 
 
+PROBLEM_SCHEMA = {
+    "type": "object", "title": "Problem", "required": ["type", "title", "status", "detail"],
+    "description": "RFC 9457 problem details; `field` or `errors[].field` name what is at fault.",
+    "properties": {"type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+                   "detail": {"type": "string"}, "instance": {"type": "string"}, "field": {"type": "string"},
+                   "errors": {"type": "array", "items": {"type": "object", "properties": {
+                       "field": {"type": "string"}, "message": {"type": "string"}}}}},
+    "additionalProperties": True,
+}
+_WORDS = {400: "Bad request", 401: "No key, or not a key of this installation", 403: "Not allowed for this role",
+          404: "No such record (or another team's)", 409: "Conflicts with the stored state",
+          413: "Request body too large", 415: "Unsupported Content-Type", 422: "Invalid field(s)",
+          429: "Rate limit; see Retry-After", 503: "Store unavailable; retry"}
+
+
+def problem_responses(*codes: int) -> dict:
+    """OpenAPI `responses` for problem+json answers."""
+    return {code: {"description": _WORDS[code], "content": {PROBLEM_JSON: {"schema": PROBLEM_SCHEMA}}}
+            for code in codes}
+
+
+def problem_doc(code: int, description: str) -> dict:
+    return {code: {"description": description, "content": {PROBLEM_JSON: {"schema": PROBLEM_SCHEMA}}}}
+
+
+V1_PROBLEMS = problem_responses(400, 401, 403, 404, 409, 413, 415, 422, 429, 503)
+
+
 def error_response(exc: CloudschedError, instance: str = "") -> JSONResponse:
     status, title = next(((s, t) for cls, s, t in _STATUS if isinstance(exc, cls)), (400, "Bad request"))
     headers, extra = {}, dict(exc.details)
@@ -113,6 +143,17 @@ def error_response(exc: CloudschedError, instance: str = "") -> JSONResponse:
     if isinstance(exc, InvalidArgument):
         extra["errors"] = [{"field": exc.field, "message": exc.message}]
     return problem(status, title, detail, code=exc.code, instance=instance, headers=headers, **extra)
+
+
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """Every method some route serves at `path` (routes of included routers too)."""
+    contexts = getattr(fastapi_routing, "iter_route_contexts", None)
+    methods: set[str] = set()
+    for route in (contexts(app.routes) if contexts else app.routes):
+        template = getattr(route, "path", None)
+        if template and route.methods and compile_path(template)[0].match(path):
+            methods |= set(route.methods)
+    return sorted(methods)
 
 
 def install(app: FastAPI) -> None:
@@ -137,8 +178,11 @@ def install(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException):
         if isinstance(exc.__cause__, CloudschedError):  # FastAPI wraps errors met while reading a body in a 400
             return error_response(exc.__cause__, request.url.path)
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:  # Starlette lists the methods of the first route of the path only
+            headers["Allow"] = ", ".join(allowed_methods(request.app, request.url.path))
         return problem(exc.status_code, str(exc.detail), str(exc.detail), code=f"http-{exc.status_code}",
-                       instance=request.url.path, headers=getattr(exc, "headers", None))
+                       instance=request.url.path, headers=headers)
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception):

@@ -75,7 +75,8 @@ def test_unreadable_bodies_are_4xx_problems(api, content, content_type, status, 
 
 
 @pytest.mark.parametrize("change, field", [({"bogus": 1}, "bogus"), ({"gpus": 0}, "gpus"),
-                                           ({"team": "nlp"}, "team"), ({"deadline": "soon"}, "deadline")])
+                                           ({"team": "nlp"}, "team"), ({"deadline": "soon"}, "deadline"),
+                                           ({"priority": False}, "priority"), ({"gpus": "8"}, "gpus")])
 def test_invalid_specs_are_422_naming_the_field(api, change, field):
     response = submit(api, body=spec("bad") | change)
     assert response.status_code == 422
@@ -100,7 +101,8 @@ def test_list_filters_and_cursor_pagination(api):
     api.call("a", "POST", f"/v1/jobs/{ids[0]}/actions/cancel")
     cancelled = api.call("a", "GET", "/v1/jobs", params={"state": "cancelled"}).json()["items"]
     assert [j["id"] for j in cancelled] == [ids[0]]
-    for params, field in [({"cursor": "abc"}, "cursor"), ({"state": "done"}, "state"), ({"limit": 0}, "limit")]:
+    for params, field in [({"cursor": "abc"}, "cursor"), ({"state": "done"}, "state"), ({"limit": 0}, "limit"),
+                          ({"teem": "vision"}, "teem")]:
         response = api.call("a", "GET", "/v1/jobs", params=params)
         assert response.status_code == 422 and field in {e["field"] for e in response.json()["errors"]}
 

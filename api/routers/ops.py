@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.deps import get_store
-from api.errors import problem
+from api.errors import problem, problem_doc
 from api.routers.catalog import DATA_AS_OF
 from scheduler.catalog import load_catalog
 from scheduler.errors import StoreUnavailable
@@ -22,7 +22,7 @@ def healthz() -> dict:
 
 
 @router.get("/readyz", summary="Ready to serve: the store answers and the catalog is loaded",
-            responses={503: {"description": "Not ready; `checks` says which part"}})
+            responses=problem_doc(503, "Not ready; `checks` says which part"))
 def readyz(request: Request):
     checks: dict[str, dict] = {}
     try:

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Path, Query
 
 from api.deps import CurrentPrincipal, SettingsDep, StoreDep
+from api.errors import problem_doc
 from api.schemas import (
     ApproveRequest,
     ConsideredOfferPublic,
@@ -27,11 +28,11 @@ router = APIRouter(prefix="/v1/plans", tags=["plans"])
 
 PlanId = Annotated[str, Path(max_length=128, examples=["plan-20261123T010000Z-9f2c41d0"])]
 JobId = Annotated[str, Path(max_length=64)]
-_CONFLICT = {409: {"description": "Stale (names what changed), expired, superseded or already decided"}}
+_CONFLICT = problem_doc(409, "Stale (`changes` says what changed), expired, superseded or already decided")
 
 
 @router.post("", status_code=201, summary="Plan every pending job now (ops, admin)",
-             responses={409: {"description": "A plan run is already in progress"}})
+             responses=problem_doc(409, "A plan run is already in progress"))
 def create_plan(who: CurrentPrincipal, store: StoreDep, settings: SettingsDep,
                 body: Annotated[PlanCreate | None, Body()] = None) -> PlanDocument:
     """The nightly run calls the same service. A newer plan supersedes one still under review."""

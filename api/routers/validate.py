@@ -4,24 +4,23 @@ the reason each was rejected; nothing is stored or queued (SkyPilot's dry run)."
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 
+from api.bodies import SPEC_BODY, SpecBody
 from scheduler.catalog import load_catalog
-from scheduler.models import JobSpec
 from scheduler.planning import build_problem
 from scheduler.reasons import consider
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 
-EXAMPLE = {
-    "name": "llama2-70b-pretrain", "team": "nlp", "kind": "training", "gpus": 64, "gpu_types": ["H100"],
-    "duration_hours": 672, "not_before": "2026-11-23T00:00:00Z", "deadline": "2026-12-28T00:00:00Z",
-}
 
-
-@router.post("/jobs:validate", summary="Dry run: normalised spec, candidate offers and reasons")
-def validate_job(spec: JobSpec, limit: int = 20) -> dict:
+@router.post("/jobs:validate", summary="Dry run: normalised spec, candidate offers and reasons",
+             openapi_extra=SPEC_BODY)
+def validate_job(body: SpecBody, limit: Annotated[int, Query(ge=1, le=200)] = 20) -> dict:
+    """The same body as `POST /v1/jobs` (JSON or YAML); nothing is stored."""
+    spec, _ = body
     now = datetime.now(timezone.utc)
     problem = build_problem([spec], now=now, catalog=load_catalog())
     rows = consider(problem, spec)
@@ -34,10 +33,7 @@ def validate_job(spec: JobSpec, limit: int = 20) -> dict:
         "spec": spec.model_dump(mode="json"),
         "candidates": [{"offer_id": r.offer.id, "architecture": r.offer.architecture.value,
                         "market": r.offer.market.value, "hours": round(r.est.hours, 3),
-                        "cost": round(r.job_cost, 2)} for r in candidates[:max(1, min(limit, 200))]],
+                        "cost": round(r.job_cost, 2)} for r in candidates[:limit]],
         "candidate_count": len(candidates),
         "rejected": dict(sorted(rejected.items(), key=lambda kv: -kv[1])),
     }
-
-
-validate_job.__doc__ = f"Example body: {EXAMPLE}"
