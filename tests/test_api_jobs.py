@@ -182,6 +182,7 @@ def test_store_down_is_503_not_500():
     assert response.status_code == 503 and "nonexistent" not in response.text
     ready = api.client.get("/readyz")
     assert ready.status_code == 503 and ready.json()["checks"]["store"]["ok"] is False
+    assert ready.json()["checks"]["catalog"]["ok"] is True and ready.headers["retry-after"]
 
 
 def test_openapi_documents_json_and_yaml_bodies_and_bearer_auth(api):

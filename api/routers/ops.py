@@ -21,7 +21,7 @@ def healthz() -> dict:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Ready to serve: the store answers and the catalog is loaded",
+@router.get("/readyz", summary="Ready to serve: the store and broker answer, the catalog is loaded (with its age)",
             responses=problem_doc(503, "Not ready; `checks` says which part"))
 def readyz(request: Request):
     checks: dict[str, dict] = {}
@@ -29,6 +29,8 @@ def readyz(request: Request):
         checks["store"] = {"ok": bool(get_store(request).ping())}
     except (StoreUnavailable, OSError) as exc:
         checks["store"] = {"ok": False, "error": type(exc).__name__}
+    # Celery's broker is the store's Redis (DESIGN §5): it answers when the store does.
+    checks["broker"] = {"ok": checks["store"]["ok"], "same_redis_as_store": True}
     try:
         catalog = load_catalog()
         age = (datetime.now(timezone.utc).date() - DATA_AS_OF).days
