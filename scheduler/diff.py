@@ -3,7 +3,7 @@
 Per job, against the previous plan:
 
     +    create   placed now, not placed before
-    -    delete   placed before, not placed now
+    -    delete   placed before, in the batch again and not placed now
     ~    update   same offers, other start, end or cost
     -/+  replace  moved to other offers (delete the old placement, create the new one)
 
@@ -45,7 +45,10 @@ def _when(a: Assignment) -> list[tuple[str, str, float]]:
 
 
 def diff_plans(new: PlanDocument, old: PlanDocument | None) -> list[JobDiff]:
-    before = {a.job_id: a for a in old.assignments} if old else {}
+    # Only jobs of the new plan's batch can change: a job absent from it is already approved,
+    # running or finished under the old plan (or cancelled), which this plan does not touch.
+    batch = {a.job_id for a in new.assignments} | {u.job_id for u in new.unplaced}
+    before = {a.job_id: a for a in old.assignments if a.job_id in batch} if old else {}
     after = {a.job_id: a for a in new.assignments}
     names = {a.job_id: a.job_name for a in [*before.values(), *after.values()]}
     out = []

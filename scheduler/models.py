@@ -16,6 +16,8 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
+    StrictInt,
     field_validator,
     model_validator,
 )
@@ -114,20 +116,20 @@ class JobSpec(StrictModel):
     name: str = Field(pattern=NAME_PATTERN, examples=["llama2-70b-pretrain"])
     team: str = Field(pattern=NAME_PATTERN, examples=["vision"])
     kind: JobKind = JobKind.TRAINING
-    gpus: int = Field(ge=1, le=4096)
+    gpus: StrictInt = Field(ge=1, le=4096)
     gpu_types: list[str] = Field(min_length=1, examples=[["H100", "A100-80GB"]])
     duration_hours: float = Field(gt=0, le=24 * 366)
     not_before: UtcDatetime | None = None
     deadline: UtcDatetime
     compliance: list[Compliance] = Field(default_factory=list)
     regions: list[str] = Field(default_factory=list)
-    interruptible: bool = False
+    interruptible: StrictBool = False
     data: DataSpec | None = None
     after: list[str] = Field(default_factory=list)
-    shards: int = Field(default=1, ge=1, le=4096)
-    managed: bool = False
+    shards: StrictInt = Field(default=1, ge=1, le=4096)
+    managed: StrictBool = False
     max_hourly_cost: float | None = Field(default=None, gt=0)
-    priority: int = Field(default=50, ge=0, le=100)
+    priority: StrictInt = Field(default=50, ge=0, le=100)
     launch: LaunchSpec = Field(default_factory=LaunchSpec)
 
     @field_validator("gpu_types")

@@ -131,8 +131,10 @@ def create_plan(store: Store, who: Principal, run: PlanRun = PlanRun(), catalog:
 
 def _create_plan(store: Store, who: Principal, run: PlanRun, catalog: Catalog) -> PlanRecord:
     jobs = _plannable(store)
-    now = run.now or (datetime.now(timezone.utc) + timedelta(hours=run.review_lead_hours)).replace(
-        second=0, microsecond=0)
+    # Plans run on whole minutes (the optimizer's time unit): round any caller's `now` up.
+    now = run.now or datetime.now(timezone.utc) + timedelta(hours=run.review_lead_hours)
+    if now.second or now.microsecond:
+        now = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
     inputs = current_inputs(store, catalog, run.budgets)
     problem = build_problem([j.spec for j in jobs], now=now, catalog=catalog, budgets=run.budgets,
                             job_ids=[j.id for j in jobs])

@@ -15,13 +15,14 @@ def _doc(jobs, offers):
 
 
 def test_every_kind_of_change_and_the_summary_line():
-    old = _doc([job("keep"), job("moves"), job("shifts", not_before=0), job("gone")], [CHEAP, DEAR])
+    old = _doc([job("keep"), job("moves"), job("shifts", not_before=0), job("gone"), job("dropped")], [CHEAP, DEAR])
     # "moves" loses its cheap offer (only the dear one allows it now), "shifts" starts later,
-    # "gone" is no longer in the batch and "new" arrives.
+    # "dropped" cannot be placed any more (unknown GPU), "gone" left the batch (approved
+    # or cancelled: not this plan's business) and "new" arrives.
     new = _doc([job("keep"), job("moves", gpu_types=("H100",), regions=("aws:us-east-1",)),
-                job("shifts", not_before=5), job("new")], [CHEAP, DEAR])
+                job("shifts", not_before=5), job("dropped", gpu_types=("GB200",)), job("new")], [CHEAP, DEAR])
     diffs = {d.job_name: d.symbol for d in diff_plans(new, old)}
-    assert diffs == {"moves": "-/+", "shifts": "~", "gone": "-", "new": "+"}
+    assert diffs == {"moves": "-/+", "shifts": "~", "dropped": "-", "new": "+"}
     line = summary_line(diff_plans(new, old))
     assert line == "Plan: 1 to create, 1 to update, 1 to delete, 1 to replace."
     assert {c.job_id.split("/")[1]: c.actions for c in changes(new, old)}["moves"] == ["delete", "create"]
