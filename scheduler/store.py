@@ -363,6 +363,16 @@ class Store:
         pipe.execute()
         return True
 
+    # -- counters -----------------------------------------------------------------------
+
+    def count_in_window(self, name: str, ttl_s: int) -> int:
+        """Add one to counter `name` (created with a `ttl_s` expiry) and return its value."""
+        pipe = self._r.pipeline(transaction=True)
+        pipe.incr(f"{self.keys.p}{name}")
+        pipe.expire(f"{self.keys.p}{name}", ttl_s)
+        count, _ = pipe.execute()
+        return int(count)
+
     # -- run locks ----------------------------------------------------------------------
 
     def acquire_lock(self, name: str, ttl_s: float) -> str | None:
