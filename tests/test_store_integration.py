@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import redis
 from factories import job
+from races import race as run_race
 
 from scheduler import redis_server
 from scheduler.errors import IdempotencyConflict, NameTaken, StateConflict, StoreUnavailable, VersionConflict
@@ -79,23 +80,7 @@ def embedded_settings(data_dir: Path) -> Settings:
 
 def race(new_client, prefix: str, n: int, action) -> list:
     """`action(store)` in `n` threads with their own connections, released together."""
-    stores = [Store(new_client(), prefix=prefix) for _ in range(n)]
-    barrier = threading.Barrier(n)
-    outcomes: list = [None] * n
-
-    def run(i: int) -> None:
-        barrier.wait()
-        try:
-            outcomes[i] = action(stores[i])
-        except Exception as exc:  # noqa: BLE001 - the outcome under test
-            outcomes[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return outcomes
+    return run_race([Store(new_client(), prefix=prefix) for _ in range(n)], action)
 
 
 # -- the store's scripts on a real server -------------------------------------------------

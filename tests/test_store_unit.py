@@ -13,6 +13,7 @@ import pytest
 import redis
 from factories import job, offer, solve
 from pydantic import ValidationError
+from races import race as run_race
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -522,23 +523,7 @@ def test_settings_refuse_a_data_dir_that_is_a_file(tmp_path):
 
 def race(server, n: int, action) -> list:
     """Run `action(store)` in `n` threads, each with its own client, released together."""
-    stores = [Store(fakeredis.FakeRedis(server=server, decode_responses=True)) for _ in range(n)]
-    barrier = threading.Barrier(n)
-    outcomes: list = [None] * n
-
-    def run(i: int) -> None:
-        barrier.wait()
-        try:
-            outcomes[i] = action(stores[i])
-        except Exception as exc:  # noqa: BLE001 - the outcome under test
-            outcomes[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i,), name=f"client-{i}") for i in range(n)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return outcomes
+    return run_race([Store(fakeredis.FakeRedis(server=server, decode_responses=True)) for _ in range(n)], action)
 
 
 def server_keys(server) -> list[str]:
