@@ -180,8 +180,15 @@ def workload_generate(n: Annotated[int, typer.Option("--n", min=1)], output: Ann
 
 
 @app.command()
-def demo(now: Now = "2026-11-23T00:00:00Z", time_limit: TimeLimit = 5.0) -> None:
-    """Plan the shipped example jobs offline and print the plans."""
+def demo(time_limit: TimeLimit = 5.0,
+         offline: Annotated[bool, typer.Option("--offline", help="Plan each example file offline, no Redis.")] = False,
+         now: Now = "2026-11-23T00:00:00Z") -> None:
+    """The main loop on the embedded default: submit the examples, plan, approve (or --offline)."""
+    if not offline:
+        from scheduler.demo import run_demo
+        from scheduler.settings import get_settings
+
+        raise typer.Exit(run_demo(out, get_settings(), time_limit))
     examples = Path(__file__).resolve().parent.parent / "examples"
     files = sorted(examples.glob("*.yaml"))
     if not files:
