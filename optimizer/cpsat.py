@@ -51,11 +51,12 @@ class SubResult:
 
 
 class _Model:
-    def __init__(self, inst: Instance, sol: Solution, free: list[int], k: int):
+    def __init__(self, inst: Instance, sol: Solution, free: list[int], k: int, profiles=None):
         self.inst, self.sol, self.free = inst, sol, free
         self.free_set = set(free)
         self.m = cp_model.CpModel()
-        self.profiles = build_profiles(inst, sol, skip=self.free_set)
+        # `profiles`: the load of every job but the free ones, if the caller keeps it up to date.
+        self.profiles = build_profiles(inst, sol, skip=self.free_set) if profiles is None else profiles
         self.y: dict[int, cp_model.IntVar] = {}
         self.x: dict[tuple[int, int], list[tuple[int, cp_model.IntVar]]] = {}
         self.starts: dict[tuple[int, int], cp_model.IntVar] = {}
@@ -199,9 +200,10 @@ class _Model:
 
 
 def solve_subset(inst: Instance, sol: Solution, free: list[int], params: SearchParams,
-                 k: int = SUBPROBLEM_CANDIDATES, hint: bool = True) -> SubResult:
-    """Re-optimise the jobs in `free` around the fixed rest of `sol`."""
-    model = _Model(inst, sol, free, k)
+                 k: int = SUBPROBLEM_CANDIDATES, hint: bool = True, profiles=None) -> SubResult:
+    """Re-optimise the jobs in `free` around the fixed rest of `sol` (whose load is
+    `profiles` when given: the capacity profiles of every job but the free ones)."""
+    model = _Model(inst, sol, free, k, profiles)
     if hint:
         model.add_hint()
     solver = cp_model.CpSolver()

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from optimizer.cpsat import SUBPROBLEM_CANDIDATES, SearchParams, solve_subset
 from optimizer.greedy import greedy
 from optimizer.problem import MAX_CANDIDATES, Instance
-from optimizer.solution import Solution
+from optimizer.solution import Profile, Solution, build_profiles
 
 FULL_MODEL_MAX_CANDIDATE_VARS = 4000
 LNS_MIN, LNS_START, LNS_MAX = 8, 40, 400
@@ -64,11 +64,44 @@ def _model_size(inst: Instance, jobs: list[int]) -> int:
     return sum(min(len(inst.cands[j]), SUBPROBLEM_CANDIDATES) * inst.cands[j].shards for j in jobs)
 
 
+class _Load:
+    """Capacity profiles and the jobs on each pool, kept in step with the incumbent, so a
+    move costs time in the jobs it frees, not in the size of the batch."""
+
+    def __init__(self, inst: Instance, sol: Solution):
+        self.inst = inst
+        self.profiles = build_profiles(inst, sol)
+        self.on_pool: dict[int, set[int]] = {}
+        for j, shards in enumerate(sol.placed):
+            if shards:
+                for c, _ in shards:
+                    self.on_pool.setdefault(int(inst.cands[j].offers[c]), set()).add(j)
+
+    def _apply(self, sol: Solution, jobs: list[int], sign: int) -> None:
+        for j in jobs:
+            cands = self.inst.cands[j]
+            for c, s in sol.placed[j] or ():
+                pool = int(cands.offers[c])
+                profile = self.profiles.get(pool)
+                if profile is None:
+                    profile = self.profiles[pool] = Profile(int(self.inst.capacity[pool]))
+                profile.add(s, s + int(cands.dur[c]), sign * int(cands.demand[c]))
+                on = self.on_pool.setdefault(pool, set())
+                on.add(j) if sign > 0 else on.discard(j)
+
+    def take_out(self, sol: Solution, jobs: list[int]) -> None:
+        self._apply(sol, jobs, -1)
+
+    def put_back(self, sol: Solution, jobs: list[int]) -> None:
+        self._apply(sol, jobs, +1)
+
+
 class _Neighbourhoods:
     """Picks jobs to free: one that costs more than it could, plus its competitors."""
 
-    def __init__(self, inst: Instance, jobs: list[int], rng: random.Random):
+    def __init__(self, inst: Instance, jobs: list[int], rng: random.Random, sol: Solution):
         self.inst, self.jobs, self.rng = inst, jobs, rng
+        self.regret = {j: self._regret(sol, j) for j in jobs}
 
     def _regret(self, sol: Solution, j: int) -> int:
         cands = self.inst.cands[j]
@@ -76,37 +109,33 @@ class _Neighbourhoods:
             return 10 * cands.min_cost + 1  # unplaced jobs are the most worth another look
         return sol.job_cost(self.inst, j) - cands.min_cost
 
-    def pick(self, sol: Solution, size: int) -> list[int]:
+    def update(self, sol: Solution, jobs: list[int]) -> None:
+        for j in jobs:
+            self.regret[j] = self._regret(sol, j)
+
+    def pick(self, sol: Solution, size: int, load: _Load) -> list[int]:
         inst = self.inst
-        regrets = [(self._regret(sol, j), j) for j in self.jobs]
-        weighted = [(r, j) for r, j in regrets if r > 0]
+        weighted = [(r, j) for j, r in self.regret.items() if r > 0]
         if not weighted:
             return []
-        total = sum(r for r, _ in weighted)
-        target = weighted[-1][1]
-        pick = self.rng.random() * total
-        for r, j in weighted:
-            pick -= r
-            if pick <= 0:
-                target = j
-                break
+        target = self.rng.choices([j for _, j in weighted], weights=[r for r, _ in weighted])[0]
         cands = inst.cands[target]
-        pools = set(cands.offers[:SUBPROBLEM_CANDIDATES].tolist())
+        pools = cands.offers[:SUBPROBLEM_CANDIDATES].tolist()
         lo, hi = cands.release, cands.due
-        near = []
-        for j in self.jobs:
-            shards = sol.placed[j]
-            if j == target or shards is None:
-                continue
-            jc = inst.cands[j]
-            for c, s in shards:
-                if int(jc.offers[c]) in pools and s < hi and s + int(jc.dur[c]) > lo:
-                    near.append((abs(s - lo) * self.rng.random(), j))
-                    break
-        near.sort()
-        chosen = [target] + [j for _, j in near[: size - 1]]
+        near = {}
+        for pool in pools:
+            for j in load.on_pool.get(pool, ()):
+                if j == target or j in near:
+                    continue
+                jc = inst.cands[j]
+                for c, s in sol.placed[j]:
+                    if int(jc.offers[c]) == pool and s < hi and s + int(jc.dur[c]) > lo:
+                        near[j] = abs(s - lo) * self.rng.random()
+                        break
+        chosen = [target] + sorted(near, key=near.__getitem__)[: size - 1]
         if len(chosen) < size:  # fill with other costly jobs: their moves free room too
-            others = [j for r, j in sorted(weighted, reverse=True) if j not in set(chosen)]
+            taken = set(chosen)
+            others = [j for r, j in sorted(weighted, reverse=True) if j not in taken]
             chosen += others[: size - len(chosen)]
         return chosen
 
@@ -154,19 +183,23 @@ def solve(inst: Instance, params: SearchParams, sub_time: float = 0.5) -> SolveR
 
 def _lns(inst, sol, comps, params, deadline, sub_time, rng, stats) -> Solution:
     jobs = [j for c in comps for j in c]
-    hoods = _Neighbourhoods(inst, jobs, rng)
+    hoods = _Neighbourhoods(inst, jobs, rng, sol)
+    load = _Load(inst, sol)
     size = LNS_START
     while time.monotonic() + 0.05 < deadline:
-        free = hoods.pick(sol, size)
+        free = hoods.pick(sol, size, load)
         if not free:
             break
         limit = min(sub_time, deadline - time.monotonic())
         sub = SearchParams(limit, params.num_workers, rng.randrange(1 << 30), params.deterministic)
-        res = solve_subset(inst, sol, free, sub)
+        load.take_out(sol, free)
+        res = solve_subset(inst, sol, free, sub, profiles=load.profiles)
         stats["lns_moves"] += 1
         if res.solution is not None:
             sol = res.solution
             stats["lns_improvements"] += 1
+            hoods.update(sol, free)
+        load.put_back(sol, free)
         size = min(LNS_MAX, int(size * 1.15) + 1) if res.optimal else max(LNS_MIN, int(size * 0.8))
     stats["lns_final_size"] = size
     return sol
