@@ -180,7 +180,7 @@ def _group_candidates(problem: Problem, jobs: list[JobSpec], a: _OfferArrays) ->
     size = np.array([j.data.size_gb / j.shards if j.data else 0.0 for j in jobs])
     cap = np.array([j.max_hourly_cost if j.max_hourly_cost is not None else np.inf for j in jobs])
     shards = jobs[0].shards if jobs else 1
-    egress = problem.egress_usd_per_gb.get(jobs[0].data.provider, 0.0) if jobs and jobs[0].data else 0.0
+    egress = problem.data_egress_usd_per_gb(jobs[0]) if jobs else 0.0
     run = hours[:, None] * a.run_factor[None, :]
     # Cents per part, rounded as the plan document rounds each segment's figures.
     compute = np.round(a.nodes * a.price * run * 100)

@@ -24,7 +24,7 @@ from datetime import datetime
 
 import numpy as np
 
-from scheduler.cost import RiskModel
+from scheduler.cost import Estimate, RiskModel, estimate
 from scheduler.models import Compliance, JobSpec, Market, Offer, UnplacedReason
 
 MAX_CANDIDATES = 64  # per job, cheapest first; deeper offers only matter when 64 pools are full
@@ -60,6 +60,16 @@ class Problem:
 
     def job_id(self, j: int) -> str:
         return self.job_ids[j] if self.job_ids else f"{self.jobs[j].team}/{self.jobs[j].name}"
+
+    def data_egress_usd_per_gb(self, job: JobSpec) -> float:
+        """Egress price of the provider the job's data leaves (0 without data)."""
+        return self.egress_usd_per_gb.get(job.data.provider, 0.0) if job.data else 0.0
+
+    def estimate(self, job: JobSpec, offer: Offer) -> Estimate:
+        """The cost model (scheduler.cost) for one shard of `job` on `offer`; the offer's GPU
+        must have a speed (see `speed_ratio`)."""
+        return estimate(job, offer, speed=self.speed_ratio(job, offer),
+                        data_egress_usd_per_gb=self.data_egress_usd_per_gb(job), risk=self.risk)
 
     def speed_ratio(self, job: JobSpec, offer: Offer) -> float | None:
         """s = speed(offer GPU) / speed(reference GPU); None when the table lacks one."""

@@ -12,7 +12,6 @@ from datetime import datetime
 
 from optimizer.placement import placement_classes
 from optimizer.problem import Problem
-from scheduler.cost import estimate
 from scheduler.models import Compliance, JobSpec, Market, Offer, PlanDocument
 
 MONEY_TOLERANCE = 0.011  # plan figures are rounded to cents
@@ -43,11 +42,9 @@ def _offer_violations(job: JobSpec, offer: Offer) -> list[str]:
 
 def _segment_violations(problem: Problem, job: JobSpec, seg, offer: Offer) -> list[str]:
     out = []
-    speed = problem.speed_ratio(job, offer)
-    if speed is None:
+    if problem.speed_ratio(job, offer) is None:
         return ["no speed data for the offer's GPU"]
-    egress = problem.egress_usd_per_gb.get(job.data.provider, 0.0) if job.data else 0.0
-    est = estimate(job, offer, speed=speed, data_egress_usd_per_gb=egress, risk=problem.risk)
+    est = problem.estimate(job, offer)
     expected = {"nodes": est.nodes, "gpus": est.billed_gpus, "provider": offer.provider, "region": offer.region,
                 "gpu_type": offer.gpu_type, "market": offer.market.value}
     for key, value in expected.items():
@@ -113,7 +110,7 @@ def _capacity_violations(plan: PlanDocument, offers: dict[str, Offer]) -> list[s
     return out
 
 
-def _dependency_violations(problem: Problem, plan: PlanDocument, ids: dict[str, int]) -> list[str]:
+def _dependency_violations(problem: Problem, plan: PlanDocument) -> list[str]:
     assigned = {a.job_id: a for a in plan.assignments}
     by_name = {(job.team, job.name): problem.job_id(j) for j, job in enumerate(problem.jobs)}
     out = []
@@ -175,7 +172,7 @@ def validate(problem: Problem, plan: PlanDocument) -> list[str]:
         if not u.message.strip():
             out.append(f"{u.job_name}: unplaced without a message")
     out += _capacity_violations(plan, offers)
-    out += _dependency_violations(problem, plan, ids)
+    out += _dependency_violations(problem, plan)
     out += _summary_violations(problem, plan)
     return out
 

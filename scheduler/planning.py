@@ -22,7 +22,7 @@ from optimizer.problem import Instance, Problem
 from optimizer.search import SolveResult, solve
 from optimizer.validate import validate
 from scheduler.catalog import Catalog
-from scheduler.cost import RiskModel, estimate
+from scheduler.cost import RiskModel
 from scheduler.diff import changes
 from scheduler.fingerprint import PlanInputs, offers_version, spec_version
 from scheduler.models import (
@@ -91,9 +91,7 @@ def _segments(problem: Problem, inst: Instance, result: SolveResult, j: int) -> 
     out = []
     for shard, (c, start) in enumerate(result.solution.placed[j]):
         offer = problem.offers[int(cands.offers[c])]
-        egress = problem.egress_usd_per_gb.get(job.data.provider, 0.0) if job.data else 0.0
-        est = estimate(job, offer, speed=problem.speed_ratio(job, offer), data_egress_usd_per_gb=egress,
-                       risk=problem.risk)
+        est = problem.estimate(job, offer)
         out.append(Segment(
             offer_id=offer.id, provider=offer.provider, region=offer.region, gpu_type=offer.gpu_type,
             market=offer.market.value, nodes=est.nodes, gpus=est.billed_gpus,

@@ -13,7 +13,7 @@ from datetime import timedelta
 from optimizer.greedy import place_job
 from optimizer.problem import Instance, Problem, static_rejection
 from optimizer.solution import Solution, build_profiles
-from scheduler.cost import Estimate, estimate
+from scheduler.cost import Estimate
 from scheduler.models import JobSpec, Offer, Unplaced, UnplacedReason, iso_z
 
 STATIC_WORDS = {
@@ -39,12 +39,6 @@ class Considered:
     job_hourly: float | None
 
 
-def _estimate(problem: Problem, job: JobSpec, offer: Offer) -> Estimate:
-    egress = problem.egress_usd_per_gb.get(job.data.provider, 0.0) if job.data else 0.0
-    return estimate(job, offer, speed=problem.speed_ratio(job, offer), data_egress_usd_per_gb=egress,
-                    risk=problem.risk)
-
-
 def consider(problem: Problem, job: JobSpec, offers: list[Offer] | None = None) -> list[Considered]:
     """Every offer for `job`, with the first check it fails (None for a candidate)."""
     window = (job.deadline - (job.not_before or problem.now)).total_seconds() / 3600
@@ -55,7 +49,7 @@ def consider(problem: Problem, job: JobSpec, offers: list[Offer] | None = None) 
         code = static_rejection(problem, job, offer)
         est = None
         if code not in ("GpuType", "NoSpeedData"):  # priced even when rejected: shows what a rule costs
-            est = _estimate(problem, job, offer)
+            est = problem.estimate(job, offer)
         hourly = est.hourly_cost * job.shards if est else None
         if code is None and job.max_hourly_cost is not None and hourly > job.max_hourly_cost + 1e-9:
             code = "PriceCap"
