@@ -188,13 +188,19 @@ def connect(settings: Settings | None = None) -> redis.Redis:
     return embedded(settings.data_dir).client()
 
 
-def broker_url(settings: Settings | None = None) -> str:
-    """The Celery broker URL for the same Redis (kombu spells unix sockets `redis+socket://`)."""
+def broker_url(settings: Settings | None = None, *, start: bool = True) -> str:
+    """The Celery broker URL for the same Redis (kombu spells unix sockets `redis+socket://`).
+
+    `start=False` starts nothing (importing the Celery app must have no side effects): the
+    embedded server's socket is then the one `socket_path()` names for the data directory.
+    """
     settings = settings or get_settings()
     if settings.redis_url:
         if settings.redis_url.startswith("unix://"):
             return "redis+socket://" + settings.redis_url.removeprefix("unix://")
         return settings.redis_url
+    if not start:
+        return f"redis+socket://{socket_path(settings.data_dir.resolve())}"
     return f"redis+socket://{embedded(settings.data_dir).socket_file}"
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from celery import Celery
 from celery.schedules import crontab
 
-from scheduler.redis_server import socket_path
+from scheduler.redis_server import broker_url
 from scheduler.settings import Settings, get_settings
 
 PLAN_TASK = "cloudsched.plan"
@@ -23,11 +23,7 @@ PLAN_TASK = "cloudsched.plan"
 
 def broker_for(settings: Settings) -> str:
     """The broker URL without starting anything (importing the app must have no side effects)."""
-    if settings.redis_url:
-        if settings.redis_url.startswith("unix://"):
-            return "redis+socket://" + settings.redis_url.removeprefix("unix://")
-        return settings.redis_url
-    return f"redis+socket://{socket_path(settings.data_dir.resolve())}"
+    return broker_url(settings, start=False)
 
 
 def configure(app: Celery, settings: Settings) -> Celery:
