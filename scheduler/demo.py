@@ -16,7 +16,6 @@ from pathlib import Path
 from rich.console import Console
 
 from scheduler import render, services
-from scheduler.errors import NotFound
 from scheduler.lifecycle import LIVE_JOB_STATES
 from scheduler.models import JobSpec
 from scheduler.records import Principal
@@ -39,21 +38,11 @@ def _shifted(spec: JobSpec, delta: timedelta) -> JobSpec:
 def _retire_previous_run(store: Store, specs: list[JobSpec]) -> int:
     """Cancel live jobs of an earlier demo run that hold the same names."""
     names = {(s.team, s.name) for s in specs}
-    cancelled = 0
-    for state in LIVE_JOB_STATES:
-        cursor = None
-        while True:
-            page, cursor = store.list_jobs(state=state, cursor=cursor, limit=500)
-            for job in page:
-                if (job.team, job.name) in names and job.submitted_by == DEMO.name:
-                    try:
-                        services.cancel_job(store, DEMO, job.id)
-                        cancelled += 1
-                    except NotFound:
-                        pass
-            if cursor is None:
-                break
-    return cancelled
+    mine = [job for job in services.jobs_in(store, LIVE_JOB_STATES)
+            if (job.team, job.name) in names and job.submitted_by == DEMO.name]
+    for job in mine:
+        services.cancel_job(store, DEMO, job.id)
+    return len(mine)
 
 
 def run_demo(console: Console, settings: Settings, time_limit_s: float = 5.0) -> int:

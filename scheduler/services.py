@@ -93,9 +93,10 @@ class PlanRun:
     budgets: dict[str, float] | None = None
 
 
-def _plannable(store: Store) -> list[JobRecord]:
+def jobs_in(store: Store, states) -> list[JobRecord]:
+    """Every job in any of `states`, oldest first (all pages)."""
     jobs: list[JobRecord] = []
-    for state in PLANNABLE:
+    for state in states:
         cursor = None
         while True:
             page, cursor = store.list_jobs(state=state, cursor=cursor, limit=500)
@@ -103,6 +104,10 @@ def _plannable(store: Store) -> list[JobRecord]:
             if cursor is None:
                 break
     return sorted(jobs, key=lambda j: (j.created_at, j.id))
+
+
+def _plannable(store: Store) -> list[JobRecord]:
+    return jobs_in(store, PLANNABLE)
 
 
 def current_inputs(store: Store, catalog: Catalog, budgets: dict[str, float] | None = None) -> PlanInputs:
