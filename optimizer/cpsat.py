@@ -200,12 +200,11 @@ class _Model:
 
 
 def solve_subset(inst: Instance, sol: Solution, free: list[int], params: SearchParams,
-                 k: int = SUBPROBLEM_CANDIDATES, hint: bool = True, profiles=None) -> SubResult:
+                 k: int = SUBPROBLEM_CANDIDATES, profiles=None) -> SubResult:
     """Re-optimise the jobs in `free` around the fixed rest of `sol` (whose load is
     `profiles` when given: the capacity profiles of every job but the free ones)."""
     model = _Model(inst, sol, free, k, profiles)
-    if hint:
-        model.add_hint()
+    model.add_hint()
     solver = cp_model.CpSolver()
     p = solver.parameters
     p.num_workers = params.num_workers

@@ -11,11 +11,11 @@ from __future__ import annotations
 from graphlib import TopologicalSorter
 
 from optimizer.problem import Instance
-from optimizer.solution import Profile, Solution, build_profiles
+from optimizer.solution import Profile, Solution
 
 
-def job_order(inst: Instance, jobs: list[int] | None = None) -> list[int]:
-    jobs = list(range(inst.n_jobs)) if jobs is None else jobs
+def job_order(inst: Instance) -> list[int]:
+    jobs = list(range(inst.n_jobs))
     problem = inst.problem
 
     def key(j: int):
@@ -24,8 +24,7 @@ def job_order(inst: Instance, jobs: list[int] | None = None) -> list[int]:
 
     ranked = sorted(jobs, key=key)
     rank = {j: r for r, j in enumerate(ranked)}
-    chosen = set(jobs)
-    graph = TopologicalSorter({j: [p for p in inst.preds[j] if p in chosen] for j in ranked})
+    graph = TopologicalSorter({j: inst.preds[j] for j in ranked})
     graph.prepare()
     order: list[int] = []
     while graph.is_active():
@@ -62,17 +61,13 @@ def _unplace(inst: Instance, j: int, shards, profiles: dict[int, Profile]) -> No
         profiles[int(cands.offers[c])].remove(s, s + int(cands.dur[c]), int(cands.demand[c]))
 
 
-def greedy(inst: Instance, base: Solution | None = None, jobs: list[int] | None = None,
-           profiles: dict[int, Profile] | None = None) -> Solution:
-    """Place `jobs` (default: all) greedily on top of `base` (default: empty)."""
-    sol = base.copy() if base else Solution.empty(inst.n_jobs)
-    sol.method = sol.method or "greedy"
-    profiles = build_profiles(inst, sol) if profiles is None else profiles
+def greedy(inst: Instance) -> Solution:
+    """Place every job greedily, in `job_order`."""
+    sol = Solution.empty(inst.n_jobs)
+    sol.method = "greedy"
+    profiles: dict[int, Profile] = {}
     spent: dict[str, int] = {}
-    for j, shards in enumerate(sol.placed):
-        if shards is not None:
-            spent[inst.team_of[j]] = spent.get(inst.team_of[j], 0) + sol.job_cost(inst, j)
-    for j in job_order(inst, jobs):
+    for j in job_order(inst):
         cands = inst.cands[j]
         if len(cands) == 0:
             continue
