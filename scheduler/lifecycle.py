@@ -43,7 +43,8 @@ JOB_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     _J.UNPLACED: frozenset({_J.PENDING, _J.PLANNED, _J.CANCELLED}),
     # Re-checks at launch (price, capacity, compliance) may send a job back for re-planning.
     _J.APPROVED: frozenset({_J.LAUNCHING, _J.PENDING, _J.CANCELLED}),
-    _J.LAUNCHING: frozenset({_J.RUNNING, _J.FAILED, _J.PENDING, _J.CANCELLED}),
+    # A spot instance may be reclaimed before the first poll sees it running.
+    _J.LAUNCHING: frozenset({_J.RUNNING, _J.FAILED, _J.PREEMPTED, _J.PENDING, _J.CANCELLED}),
     _J.RUNNING: frozenset({_J.SUCCEEDED, _J.FAILED, _J.PREEMPTED, _J.CANCELLED}),
     _J.PREEMPTED: frozenset({_J.LAUNCHING, _J.PENDING, _J.FAILED, _J.CANCELLED}),
     _J.SUCCEEDED: frozenset(),

@@ -14,11 +14,13 @@ from datetime import datetime, timedelta, timezone
 
 from scheduler.catalog import Catalog, load_catalog
 from scheduler.errors import Conflict, Forbidden, InvalidArgument, NotFound, StateConflict
+from scheduler.execution import schedule_plan
 from scheduler.fingerprint import PlanInputs, spec_version, what_changed
 from scheduler.lifecycle import JobState, PlanState
 from scheduler.models import JobSpec, PlanDocument
 from scheduler.planning import PlanOptions, build_problem, plan_batch
 from scheduler.records import JobRecord, PlanRecord, Principal
+from scheduler.settings import get_settings
 from scheduler.store import Store
 
 log = logging.getLogger("cloudsched.services")
@@ -201,7 +203,7 @@ def _first_start(doc: PlanDocument) -> datetime | None:
 
 def approve_plan(store: Store, who: Principal, plan_id: str, expected_fingerprint: str, comment: str = "",
                  *, catalog: Catalog | None = None, now: datetime | None = None,
-                 budgets: dict[str, float] | None = None) -> PlanRecord:
+                 budgets: dict[str, float] | None = None, launch_via: str | None = None) -> PlanRecord:
     """Approve the plan the reviewer saw. Stale, expired or already decided plans are refused (409)."""
     _require_ops(who)
     record = store.get_plan(plan_id)
@@ -230,7 +232,9 @@ def approve_plan(store: Store, who: Principal, plan_id: str, expected_fingerprin
                          decision=decision, actor=who.name)  # compare-and-set: one approval wins
     for a in record.document.assignments:
         store.transition_job(a.job_id, JobState.APPROVED, plan_id=plan_id, actor=who.name)
-    return store.get_plan(plan_id)
+    approved = store.get_plan(plan_id)
+    schedule_plan(store.launches, approved, launch_via or get_settings().launch_via)  # the dispatcher's input
+    return approved
 
 
 def reject_plan(store: Store, who: Principal, plan_id: str, comment: str) -> PlanRecord:

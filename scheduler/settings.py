@@ -10,10 +10,11 @@ import re
 from datetime import time
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")
@@ -31,6 +32,21 @@ class Settings(BaseSettings):
     timezone: str = Field(default="UTC", description="IANA time zone of `nightly_at`")
     max_body_bytes: int = Field(default=1_000_000, ge=1024, le=1_000_000_000)
     rate_limit_per_minute: int = Field(default=600, ge=1, le=10_000_000)
+    # Execution (issue 4): where approved jobs run and how launches are re-checked.
+    launch_via: Literal["local", "fake", "catalog"] = Field(
+        default="local", description="local: run commands on this machine; fake: the fault-injecting provider; "
+                                     "catalog: each offer's own provider adapter (real money)")
+    price_tolerance_pct: float = Field(default=5.0, ge=0, le=1000, description="refuse a launch above approved + this")
+    recovery_tolerance_pct: float = Field(default=25.0, ge=0, le=1000,
+                                          description="an automatic re-placement may cost this much over approved")
+    dispatch_every_s: float = Field(default=10.0, gt=0, le=3600)
+    track_every_s: float = Field(default=60.0, gt=0, le=3600)
+    reconcile_every_s: float = Field(default=300.0, gt=0, le=86400)
+    provider_calls_per_s: float = Field(default=20.0, gt=0, le=100_000,
+                                        description="per adapter, all workers together")
+    ui_session_secret: SecretStr | None = Field(
+        default=None, min_length=32, description="signs /ui session cookies; unset: one generated in data_dir"
+    )
 
     @field_validator("redis_url")
     @classmethod

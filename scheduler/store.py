@@ -37,6 +37,7 @@ from scheduler.errors import (
     TransitionNotAllowed,
     VersionConflict,
 )
+from scheduler.launches import LaunchStore
 from scheduler.lifecycle import TERMINAL_JOB_STATES, IllegalTransition, JobState, PlanState, transition
 from scheduler.models import JobSpec, PlanDocument
 from scheduler.records import ApiKeyInfo, Event, JobRecord, PlanInfo, PlanRecord, Principal, Role
@@ -88,6 +89,11 @@ class Store:
         self._release_lock = client.register_script(scripts.RELEASE_LOCK)
         self._refresh_lock = client.register_script(scripts.REFRESH_LOCK)
         self._append_event = client.register_script(scripts.APPEND_EVENT)
+
+    @functools.cached_property
+    def launches(self) -> LaunchStore:
+        """The launch records on the same Redis and prefix (`scheduler.launches`)."""
+        return LaunchStore(self._r, self.keys.p)
 
     def ping(self) -> bool:
         return bool(self._r.ping())

@@ -1,0 +1,277 @@
+"""Launch records: what the workers started, where, and what it cost (the truth; the broker only wakes).
+
+A plan segment is a *unit* (`{job_id}/{plan_id}/{segment}`); a job with shards has several. Each unit
+keeps its attempts: the first launch of the approved segment, then one per re-placement
+after a preemption or failure. An attempt's idempotency key `{unit}.{attempt}` is what the
+provider sees (its token or our tag), so a repeated launch of one attempt is never a second
+instance, while a re-placement is deliberately a new one.
+
+Keys (under the store's prefix):
+
+    unit:{job}/{plan}/{i}   str   LaunchUnit JSON (changed with WATCH/MULTI: compare-and-set)
+    units                   zset  unit ids by creation time (the cost report's index)
+    units:job:{job}         set   a job's unit ids
+    due                     zset  unit -> epoch second its (next) launch is due
+    inflight                zset  unit -> epoch second its launch lease ends (dispatcher re-sends after)
+    tracking:{adapter}      set   units with a live instance on that adapter (polled per adapter)
+    orphans:{adapter}       hash  idempotency key -> epoch second first seen without a record
+    lease:{unit}            str   the worker launching the unit now (expires)
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any, Literal
+
+import redis
+from pydantic import Field
+
+from scheduler.errors import NotFound
+from scheduler.models import StrictModel, UtcDatetime
+
+AttemptState = Literal["queued", "launching", "launched", "ended", "refused"]
+_RETRIES = 50
+
+
+class Attempt(StrictModel):
+    attempt: int = Field(ge=1)
+    key: str = Field(description="idempotency key the provider sees: {unit}.{attempt}")
+    offer_id: str
+    provider: str = Field(description="the offer's provider")
+    adapter: str = Field(description="the adapter that launches it (the provider, or local/fake)")
+    market: str
+    nodes: int
+    gpus: int
+    price_per_node_hour: float = Field(description="approved (or re-placed) price")
+    run_hours: float
+    start: UtcDatetime = Field(description="when it is due")
+    state: AttemptState = "queued"
+    handle: dict[str, Any] | None = None
+    tries: int = Field(default=0, description="provider launch calls made for this attempt")
+    launched_at: UtcDatetime | None = None
+    running_at: UtcDatetime | None = None
+    ended_at: UtcDatetime | None = None
+    phase: str | None = None
+    billed_usd: float | None = None
+    cost: float | None = Field(default=None, description="actual cost once ended")
+    reason: str | None = None
+    message: str | None = None
+
+
+class LaunchUnit(StrictModel):
+    id: str
+    job_id: str
+    plan_id: str
+    team: str
+    index: int
+    deadline: UtcDatetime
+    planned_cost: float = Field(description="the approved segment's cost (compute + egress)")
+    version: int = 1
+    attempts: list[Attempt]
+
+    @property
+    def current(self) -> Attempt:
+        return self.attempts[-1]
+
+    @property
+    def actual_cost(self) -> float:
+        return round(sum(a.cost or 0.0 for a in self.attempts), 2)
+
+    def with_current(self, **changes: Any) -> LaunchUnit:
+        attempts = [*self.attempts[:-1], self.current.model_copy(update=changes)]
+        return self.model_copy(update={"attempts": attempts})
+
+
+def unit_id(job_id: str, plan_id: str, index: int) -> str:
+    return f"{job_id}/{plan_id}/{index}"
+
+
+def parse_key(key: str) -> tuple[str, int] | None:
+    """`job_x/plan-y/0.2` -> (`job_x/plan-y/0`, 2); None if it is not one of our keys."""
+    unit, dot, attempt = key.rpartition(".")
+    if not dot or "/" not in unit or not attempt.isdigit():
+        return None
+    return unit, int(attempt)
+
+
+class LaunchStore:
+    """Launch units in Redis. `update` is compare-and-set, so two workers never both win a change."""
+
+    def __init__(self, client: redis.Redis, prefix: str = "cs:"):
+        self._r = client
+        self.p = prefix
+
+    # key names
+    def _unit(self, uid: str) -> str:
+        return f"{self.p}unit:{uid}"
+
+    @property
+    def _due(self) -> str:
+        return f"{self.p}due"
+
+    @property
+    def _inflight(self) -> str:
+        return f"{self.p}inflight"
+
+    def _tracking(self, adapter: str) -> str:
+        return f"{self.p}tracking:{adapter}"
+
+    def _orphans(self, adapter: str) -> str:
+        return f"{self.p}orphans:{adapter}"
+
+    # -- units ----------------------------------------------------------------------------
+
+    def add(self, units: Iterable[LaunchUnit]) -> int:
+        """Store new units and make them due; units that exist already are left alone."""
+        added = 0
+        for chunk in _chunks(list(units), 500):
+            pipe = self._r.pipeline(transaction=True)
+            for u in chunk:
+                pipe.set(self._unit(u.id), u.model_dump_json(), nx=True)
+            created = pipe.execute()
+            pipe = self._r.pipeline(transaction=True)
+            for u, ok in zip(chunk, created):
+                if ok:
+                    added += 1
+                    pipe.zadd(f"{self.p}units", {u.id: u.current.start.timestamp()})
+                    pipe.sadd(f"{self.p}units:job:{u.job_id}", u.id)
+                    pipe.zadd(self._due, {u.id: u.current.start.timestamp()})
+            pipe.execute()
+        return added
+
+    def get(self, uid: str) -> LaunchUnit:
+        raw = self._r.get(self._unit(uid))
+        if raw is None:
+            raise NotFound("launch unit", uid)
+        return LaunchUnit.model_validate_json(raw)
+
+    def get_many(self, uids: Iterable[str]) -> list[LaunchUnit]:
+        uids = list(uids)
+        out = []
+        for chunk in _chunks(uids, 1000):
+            out += [LaunchUnit.model_validate_json(raw) for raw in self._r.mget([self._unit(u) for u in chunk]) if raw]
+        return out
+
+    def of_job(self, job_id: str) -> list[LaunchUnit]:
+        return sorted(self.get_many(self._r.smembers(f"{self.p}units:job:{job_id}")), key=lambda u: u.index)
+
+    def all_ids(self) -> list[str]:
+        return self._r.zrange(f"{self.p}units", 0, -1)
+
+    def update(self, uid: str, change: Callable[[LaunchUnit], LaunchUnit | None], *,
+               due: float | None = None, undue: bool = False, track: str | None = None,
+               untrack: str | None = None, done: bool = False) -> LaunchUnit | None:
+        """Apply `change` to the unit's current value, atomically with the index changes named.
+
+        `change` returns the new unit, or None to change nothing (then no index changes either).
+        It may run several times when another writer gets there first; it must not have side effects.
+        """
+        key = self._unit(uid)
+        for _ in range(_RETRIES):
+            with self._r.pipeline(transaction=True) as pipe:
+                try:
+                    pipe.watch(key)
+                    raw = pipe.get(key)
+                    if raw is None:
+                        raise NotFound("launch unit", uid)
+                    unit = LaunchUnit.model_validate_json(raw)
+                    new = change(unit)
+                    if new is None:
+                        pipe.unwatch()
+                        return None
+                    new = new.model_copy(update={"version": unit.version + 1})
+                    pipe.multi()
+                    pipe.set(key, new.model_dump_json())
+                    if due is not None:
+                        pipe.zadd(self._due, {uid: due})
+                    if undue:
+                        pipe.zrem(self._due, uid)
+                    if track:
+                        pipe.sadd(self._tracking(track), uid)
+                    if untrack:
+                        pipe.srem(self._tracking(untrack), uid)
+                    if done:
+                        pipe.zrem(self._inflight, uid)
+                    pipe.execute()
+                    return new
+                except redis.WatchError:
+                    continue
+        raise RuntimeError(f"launch unit {uid}: too many concurrent changes")
+
+    # -- dispatching ----------------------------------------------------------------------
+
+    def claim_due(self, now: float, lease_s: float, limit: int = 5000) -> list[str]:
+        """Units due by `now`, plus those whose launch lease ran out, moved to in-flight (one script)."""
+        return self._r.eval(_CLAIM, 2, self._due, self._inflight, now, now + lease_s, limit)
+
+    def release_inflight(self, uid: str) -> None:
+        self._r.zrem(self._inflight, uid)
+
+    def counts(self) -> dict[str, int]:
+        pipe = self._r.pipeline(transaction=False)
+        pipe.zcard(self._due)
+        pipe.zcard(self._inflight)
+        due, inflight = pipe.execute()
+        return {"due": due, "inflight": inflight}
+
+    def next_due(self) -> float | None:
+        first = self._r.zrange(self._due, 0, 0, withscores=True)
+        return first[0][1] if first else None
+
+    def lease(self, uid: str, ttl_s: float) -> str | None:
+        """Hold the unit's launch for `ttl_s` seconds; the token, or None if another worker holds it."""
+        token = secrets.token_hex(8)
+        return token if self._r.set(f"{self.p}lease:{uid}", token, nx=True, px=int(ttl_s * 1000)) else None
+
+    def release(self, uid: str, token: str) -> None:
+        self._r.eval(_RELEASE, 1, f"{self.p}lease:{uid}", token)
+
+    # -- tracking and reconciliation -------------------------------------------------------
+
+    def tracked(self, adapter: str) -> list[str]:
+        return list(self._r.smembers(self._tracking(adapter)))
+
+    def tracked_adapters(self) -> list[str]:
+        prefix = self._tracking("")
+        return sorted({k[len(prefix):] for k in self._r.scan_iter(match=prefix + "*", count=1000)})
+
+    def orphan_seen(self, adapter: str, key: str, now: float) -> float:
+        """When `key` was first seen without a record (recorded now if it is new)."""
+        self._r.hsetnx(self._orphans(adapter), key, now)
+        return float(self._r.hget(self._orphans(adapter), key))
+
+    def orphan_gone(self, adapter: str, keys: Iterable[str]) -> None:
+        keys = list(keys)
+        if keys:
+            self._r.hdel(self._orphans(adapter), *keys)
+
+    def orphans(self, adapter: str) -> dict[str, float]:
+        return {k: float(v) for k, v in self._r.hgetall(self._orphans(adapter)).items()}
+
+
+_CLAIM = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+local lost = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+for _, id in ipairs(due) do
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('ZADD', KEYS[2], ARGV[2], id)
+end
+for _, id in ipairs(lost) do redis.call('ZADD', KEYS[2], ARGV[2], id) end
+for _, id in ipairs(lost) do table.insert(due, id) end
+return due
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def _chunks(items: list, size: int):
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def epoch(at: datetime) -> float:
+    return at.timestamp()
