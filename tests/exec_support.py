@@ -46,7 +46,7 @@ def approved_plan(store: Store, specs: list[JobSpec], now: datetime = NOW) -> Pl
     for s in specs:
         services.submit_job(store, VISION, s)
     record = services.create_plan(store, OPS, services.PlanRun(now=now + timedelta(hours=1), time_limit_s=2))
-    return services.approve_plan(store, OPS, record.plan_id, record.fingerprint, "ok", now=now)
+    return services.approve_plan(store, OPS, record.plan_id, record.fingerprint, "ok", now=now, launch_via="fake")
 
 
 def executor(store: Store, tmp: Path, clock: SimClock, **config) -> tuple[Executor, FakeProvider]:

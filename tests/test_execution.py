@@ -1,0 +1,223 @@
+"""Executor use cases on fakeredis and the fake provider, in simulated time."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import fakeredis
+import pytest
+from exec_support import NOW, OPS, SimClock, approved_plan, executor, run_until_quiet, spec
+
+from scheduler import services
+from scheduler.execution import Retry
+from scheduler.lifecycle import JobState, PlanState
+from scheduler.providers import Handle, LaunchRequest, Phase
+from scheduler.recovery import spot_allowed
+from scheduler.store import Store
+
+
+@pytest.fixture
+def store() -> Store:
+    return Store(fakeredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=True))
+
+
+@pytest.fixture
+def clock() -> SimClock:
+    return SimClock()
+
+
+def _units(ex, plan):
+    return [u for a in plan.document.assignments for u in ex.launches.of_job(a.job_id)]
+
+
+def test_approval_schedules_units_that_launch_when_due_and_end_succeeded(store, clock, tmp_path):
+    plan = approved_plan(store, [spec("a"), spec("b", gpus=16)])
+    ex, fake = executor(store, tmp_path, clock)
+    assert len(_units(ex, plan)) == 2  # approve_plan scheduled them
+    assert ex.dispatch() == []  # nothing is due before the plan's first start
+    run_until_quiet(ex, clock)
+    for a in plan.document.assignments:
+        job = store.get_job(a.job_id)
+        assert job.state is JobState.SUCCEEDED
+        (unit,) = ex.launches.of_job(job.id)
+        assert unit.current.launched_at == clock.at.replace(minute=0) or unit.current.launched_at >= NOW
+        assert unit.actual_cost == pytest.approx(a.total_cost, rel=0.02)  # ran as long as planned, at that price
+    assert store.get_plan(plan.plan_id).state is PlanState.DONE
+    assert len(fake.ledger()) == 2 and fake.duplicates() == {}
+    kinds = [e.type for e in store.events_for_job(plan.document.assignments[0].job_id)]
+    assert "launch.started" in kinds and "launch.succeeded" in kinds
+
+
+def test_a_unit_launched_twice_is_one_instance(store, clock, tmp_path):
+    plan = approved_plan(store, [spec("a")])
+    ex, fake = executor(store, tmp_path, clock)
+    clock.advance(hours=2)
+    (uid,) = ex.dispatch()
+    assert ex.launch(uid) == "launched"
+    assert ex.launch(uid) == "done-already"
+    assert len(fake.ledger()) == 1
+    assert store.get_job(plan.document.assignments[0].job_id).state is JobState.LAUNCHING
+
+
+def test_price_rise_beyond_tolerance_refuses_and_sends_the_job_back(store, clock, tmp_path):
+    plan = approved_plan(store, [spec("a")])
+    ex, fake = executor(store, tmp_path, clock, price_tolerance=0.05)
+    fake.configure(price_factor=1.10)
+    clock.advance(hours=2)
+    (uid,) = ex.dispatch()
+    assert ex.launch(uid) == "refused"
+    job = store.get_job(plan.document.assignments[0].job_id)
+    assert job.state is JobState.PENDING and job.reason == "PriceRose" and "approved" in job.message
+    assert fake.ledger() == []
+
+
+def test_price_within_tolerance_launches(store, clock, tmp_path):
+    approved_plan(store, [spec("a")])
+    ex, fake = executor(store, tmp_path, clock, price_tolerance=0.05)
+    fake.configure(price_factor=1.04)
+    clock.advance(hours=2)
+    assert [ex.launch(u) for u in ex.dispatch()] == ["launched"]
+
+
+def test_transient_errors_retry_at_most_max_tries_then_fail_with_the_reason(store, clock, tmp_path):
+    plan = approved_plan(store, [spec("a")])
+    ex, fake = executor(store, tmp_path, clock, max_tries=3)
+    fake.configure(error_before=1.0)
+    clock.advance(hours=2)
+    (uid,) = ex.dispatch()
+    for _ in range(2):
+        with pytest.raises(Retry):
+            ex.launch(uid)
+    assert ex.launch(uid) == "refused"
+    job = store.get_job(plan.document.assignments[0].job_id)
+    assert job.state is JobState.PENDING and job.reason == "LaunchFailed"
+    assert ex.launches.get(uid).current.tries == 3
+
+
+def test_lost_response_after_create_is_adopted_on_retry(store, clock, tmp_path):
+    approved_plan(store, [spec("a")])
+    ex, fake = executor(store, tmp_path, clock)
+    fake.configure(error_after=1.0)
+    clock.advance(hours=2)
+    (uid,) = ex.dispatch()
+    with pytest.raises(Retry):
+        ex.launch(uid)
+    fake.configure(error_after=0.0)
+    assert ex.launch(uid) == "launched"
+    assert len(fake.ledger()) == 1
+    assert ex.launches.get(uid).current.handle["id"] == fake.ledger()[0][1]
+
+
+def test_negative_control_without_lookup_the_retry_duplicates(store, clock, tmp_path):
+    approved_plan(store, [spec("a")])
+    ex, fake = executor(store, tmp_path, clock)
+    fake.configure(error_after=1.0, lookup=False)
+    clock.advance(hours=2)
+    (uid,) = ex.dispatch()
+    with pytest.raises(Retry):
+        ex.launch(uid)
+    fake.configure(error_after=0.0)
+    ex.launch(uid)
+    assert fake.duplicates() == {ex.launches.get(uid).current.key: 2}
+
+
+def test_reconcile_adopts_an_unrecorded_instance_and_terminates_orphans_after_grace(store, clock, tmp_path):
+    plan = approved_plan(store, [spec("a")])
+    ex, fake = executor(store, tmp_path, clock, orphan_grace_s=600)
+    clock.advance(hours=2)
+    (uid,) = ex.dispatch()
+    unit = ex.launches.get(uid)
+    job = store.get_job(unit.job_id)
+    # The worker died after the create, before writing the handle:
+    fake.launch(ex._request(job, unit), unit.current.key)
+    orphan = fake.launch(ex._request(job, unit), "job_zzz/plan-x/0.1")
+    assert ex.reconcile("fake") == {"adopted": 1, "terminated": 0, "orphans": 1}
+    assert ex.launches.get(uid).current.state == "launched"
+    clock.advance(seconds=601)
+    assert ex.reconcile("fake")["terminated"] == 1
+    assert fake.status(orphan).phase is Phase.CANCELLED
+    assert len(fake.ledger()) == 2 and plan.plan_id in uid
+
+
+def test_preempted_spot_unit_is_replaced_and_finishes_before_its_deadline(store, clock, tmp_path):
+    plan = approved_plan(store, [spec("s", interruptible=True, duration_hours=10,
+                                      deadline=NOW + timedelta(hours=40))])
+    ex, fake = executor(store, tmp_path, clock, recovery_tolerance=1.0)
+    (a,) = plan.document.assignments
+    assert a.segments[0].market == "spot"
+    clock.advance(hours=2)
+    for uid in ex.dispatch():
+        ex.launch(uid)
+    ex.track("fake")
+    clock.advance(hours=3)
+    assert len(fake.preempt(1.0)) == 1
+    assert ex.track("fake") == {"replaced": 1}
+    assert store.get_job(a.job_id).state is JobState.PREEMPTED
+    run_until_quiet(ex, clock)
+    job = store.get_job(a.job_id)
+    (unit,) = ex.launches.of_job(job.id)
+    assert job.state is JobState.SUCCEEDED and len(unit.attempts) == 2
+    assert unit.current.ended_at <= unit.deadline
+    assert unit.attempts[0].phase == "preempted" and unit.attempts[0].cost > 0
+
+
+def test_cant_be_late_rule_switches_to_on_demand_when_slack_is_short():
+    assert spot_allowed(True, slack_h=5, overhead_h=0.5)
+    assert not spot_allowed(True, slack_h=0.9, overhead_h=0.5)
+    assert not spot_allowed(False, slack_h=50, overhead_h=0.5)
+
+
+def test_recovery_outside_the_envelope_waits_for_ops(store, clock, tmp_path):
+    plan = approved_plan(store, [spec("s", interruptible=True, duration_hours=10,
+                                      deadline=NOW + timedelta(hours=40))])
+    ex, fake = executor(store, tmp_path, clock, recovery_tolerance=0.0)
+    clock.advance(hours=2)
+    for uid in ex.dispatch():
+        ex.launch(uid)
+    clock.advance(hours=9)  # nearly done on spot, then reclaimed: any re-run costs more than approved
+    fake.preempt(1.0)
+    assert ex.track("fake") == {"needs-review": 1}
+    job = store.get_job(plan.document.assignments[0].job_id)
+    assert job.state is JobState.PENDING and job.reason == "RecoveryNeedsReview" and "ops" in job.message
+
+
+def test_cancelling_a_running_job_terminates_its_instance(store, clock, tmp_path):
+    plan = approved_plan(store, [spec("a", duration_hours=20)])
+    ex, fake = executor(store, tmp_path, clock)
+    clock.advance(hours=2)
+    for uid in ex.dispatch():
+        ex.launch(uid)
+    ex.track("fake")
+    job_id = plan.document.assignments[0].job_id
+    assert store.get_job(job_id).state is JobState.RUNNING
+    clock.advance(hours=3)
+    services.cancel_job(store, OPS, job_id)
+    assert ex.track("fake") == {"cancelled": 1}
+    (unit,) = ex.launches.of_job(job_id)
+    assert fake.status(Handle.from_json(unit.current.handle)).phase is Phase.CANCELLED
+    assert unit.current.state == "ended" and unit.current.cost > 0
+
+
+def test_a_job_waits_for_the_jobs_it_comes_after(store, clock, tmp_path):
+    approved_plan(store, [spec("train", duration_hours=4), spec("serve", after=["train"], duration_hours=2)])
+    ex, fake = executor(store, tmp_path, clock)
+    run_until_quiet(ex, clock)
+    jobs = {j.name: j for j in store.list_jobs(team="vision")[0]}
+    train, serve = (ex.launches.of_job(jobs[n].id)[0] for n in ("train", "serve"))
+    assert train.current.ended_at <= serve.current.launched_at
+    assert jobs["serve"].state is JobState.SUCCEEDED
+
+
+def test_fake_provider_throttles_above_its_rate(tmp_path, clock):
+    from scheduler.catalog import load_catalog
+    from scheduler.providers import Throttled
+    from workers.providers.fake import FakeProvider
+
+    fake = FakeProvider(tmp_path / "c.sqlite", clock=clock.epoch)
+    fake.configure(throttle_per_s=3)
+    offer = load_catalog().offers[0]
+    request = LaunchRequest(job_id="j", team="t", name="n", offer=offer, nodes=1, gpus=1, run_hours=1)
+    for i in range(3):
+        fake.launch(request, f"k/p/0.{i}")
+    with pytest.raises(Throttled):
+        fake.launch(request, "k/p/0.9")
