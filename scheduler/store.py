@@ -90,6 +90,11 @@ class Store:
         self._refresh_lock = client.register_script(scripts.REFRESH_LOCK)
         self._append_event = client.register_script(scripts.APPEND_EVENT)
 
+    @property
+    def client(self) -> redis.Redis:
+        """The Redis client (for parts that keep their own keys under `keys.p`, e.g. rate limits)."""
+        return self._r
+
     @functools.cached_property
     def launches(self) -> LaunchStore:
         """The launch records on the same Redis and prefix (`scheduler.launches`)."""

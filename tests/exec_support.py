@@ -9,7 +9,6 @@ from pathlib import Path
 from scheduler import services
 from scheduler.catalog import load_catalog
 from scheduler.execution import ExecConfig, Executor
-from scheduler.launches import LaunchStore
 from scheduler.models import JobSpec
 from scheduler.records import PlanRecord, Principal
 from scheduler.store import Store
@@ -51,7 +50,7 @@ def approved_plan(store: Store, specs: list[JobSpec], now: datetime = NOW) -> Pl
 
 def executor(store: Store, tmp: Path, clock: SimClock, **config) -> tuple[Executor, FakeProvider]:
     fake = FakeProvider(tmp / "fake-cloud.sqlite", clock=clock.epoch, seed=7)
-    ex = Executor(store, LaunchStore(store._r, store.keys.p), providers=lambda name: fake, catalog=load_catalog(),
+    ex = Executor(store, store.launches, providers=lambda name: fake, catalog=load_catalog(),
                   config=ExecConfig(launch_via="fake", **config), clock=clock.now)
     return ex, fake
 

@@ -19,6 +19,11 @@ from scheduler.redis_server import broker_url
 from scheduler.settings import Settings, get_settings
 
 PLAN_TASK = "cloudsched.plan"
+DISPATCH_TASK = "cloudsched.dispatch"
+LAUNCH_TASK = "cloudsched.launch"
+TRACK_TASK = "cloudsched.track"
+RECONCILE_TASK = "cloudsched.reconcile"
+CANCEL_TASK = "cloudsched.cancel"
 
 
 def broker_for(settings: Settings) -> str:
@@ -45,8 +50,16 @@ def configure(app: Celery, settings: Settings) -> Celery:
                 "schedule": crontab(hour=nightly.hour, minute=nightly.minute),
                 "options": {"expires": 3600},  # a night missed by more than an hour is not replayed late
             },
+            # Short periods, each message expiring before the next one: a backlog never piles up.
+            "dispatch": {"task": DISPATCH_TASK, "schedule": settings.dispatch_every_s,
+                         "options": {"expires": settings.dispatch_every_s}},
+            "track": {"task": TRACK_TASK, "schedule": settings.track_every_s,
+                      "options": {"expires": settings.track_every_s}},
+            "reconcile": {"task": RECONCILE_TASK, "schedule": settings.reconcile_every_s,
+                          "options": {"expires": settings.reconcile_every_s}},
         },
-        task_annotations={PLAN_TASK: {"time_limit": plan_limit, "soft_time_limit": plan_limit - 30}},
+        task_annotations={PLAN_TASK: {"time_limit": plan_limit, "soft_time_limit": plan_limit - 30},
+                          LAUNCH_TASK: {"time_limit": 300, "soft_time_limit": 270}},
     )
     return app
 
