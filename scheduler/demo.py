@@ -6,10 +6,18 @@ of them, printed with its savings and reasons, and approved with the fingerprint
 
 The example files are written for 2026-11-23T00:00Z; the demo moves every date by the same
 amount so that this moment becomes the next whole hour: the examples stay valid on any day.
+
+Then the approved plan runs (`execute=True`): an in-process Celery worker takes the
+dispatcher's launches and starts each job on the `local` provider as a real process (the
+stand-in workload `scheduler.demo_job`, since the examples are plans, not programs). The
+plan's days are compressed: the dispatcher's clock runs from the plan's first start so
+that its last start comes about `EXECUTION_SPAN_S` seconds later; the processes themselves
+run in real time, a few seconds each.
 """
 
 from __future__ import annotations
 
+import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -17,7 +25,7 @@ from rich.console import Console
 
 from scheduler import render, services
 from scheduler.lifecycle import LIVE_JOB_STATES
-from scheduler.models import JobSpec
+from scheduler.models import JobSpec, LaunchSpec
 from scheduler.records import Principal
 from scheduler.settings import Settings
 from scheduler.store import Store, open_store
@@ -35,6 +43,15 @@ def _shifted(spec: JobSpec, delta: timedelta) -> JobSpec:
     return spec.model_copy(update=update)
 
 
+def _with_stand_in(spec: JobSpec) -> JobSpec:
+    """Give the job the demo's stand-in command (a few seconds of progress lines), unless it has one."""
+    if spec.launch.command:
+        return spec
+    seconds = 2 + min(4.0, spec.duration_hours / 100)
+    launch = LaunchSpec(command=[sys.executable, "-m", "scheduler.demo_job"], env={"DEMO_SECONDS": f"{seconds:.1f}"})
+    return spec.model_copy(update={"launch": launch})
+
+
 def _retire_previous_run(store: Store, specs: list[JobSpec]) -> int:
     """Cancel live jobs of an earlier demo run that hold the same names."""
     names = {(s.team, s.name) for s in specs}
@@ -45,11 +62,11 @@ def _retire_previous_run(store: Store, specs: list[JobSpec]) -> int:
     return len(mine)
 
 
-def run_demo(console: Console, settings: Settings, time_limit_s: float = 5.0) -> int:
+def run_demo(console: Console, settings: Settings, time_limit_s: float = 5.0, execute: bool = True) -> int:
     store = open_store(settings)
     start = (datetime.now(timezone.utc) + timedelta(hours=1)).replace(minute=0, second=0, microsecond=0)
     delta = start - EXAMPLES_EPOCH
-    specs = [_shifted(s, delta) for path in sorted(EXAMPLES.glob("*.yaml")) for s in load_jobs(path)]
+    specs = [_with_stand_in(_shifted(s, delta)) for path in sorted(EXAMPLES.glob("*.yaml")) for s in load_jobs(path)]
     console.print(f"[bold]Embedded Redis[/bold] under {settings.data_dir.resolve()} (AOF on)")
     retired = _retire_previous_run(store, specs)
     if retired:
@@ -60,9 +77,14 @@ def run_demo(console: Console, settings: Settings, time_limit_s: float = 5.0) ->
     record = services.create_plan(store, DEMO, services.PlanRun(now=start, time_limit_s=time_limit_s,
                                                                  created_by="demo"))
     render.plan(console, record.current_document())
-    approved = services.approve_plan(store, DEMO, record.plan_id, record.fingerprint, "demo approval")
+    approved = services.approve_plan(store, DEMO, record.plan_id, record.fingerprint, "demo approval",
+                                     launch_via="local")
     console.print(f"plan {approved.plan_id}: [green]{approved.state.value}[/green] "
                   f"(fingerprint {approved.fingerprint[:12]})")
+    if execute:
+        from scheduler.demo_run import execute_plan
+
+        execute_plan(console, settings, store, approved)
     console.print("\nOpen the API on the same data:\n"
                   "  .venv/bin/cloudsched keys create --role ops --name you   # prints a key once\n"
                   "  .venv/bin/cloudsched serve --port 8080                    # then http://127.0.0.1:8080/docs\n"

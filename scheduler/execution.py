@@ -234,7 +234,7 @@ class Executor:
                 seconds=self.config.gone_grace_s):
             return "not-visible-yet"
         if status.phase in (Phase.PENDING, Phase.RUNNING):
-            running_at = cur.running_at or (now if status.phase is Phase.RUNNING else None)
+            running_at = cur.running_at or (status.started_at or now if status.phase is Phase.RUNNING else None)
             self.launches.update(unit.id, lambda u: u.with_current(phase=status.phase.value, running_at=running_at))
             if status.phase is Phase.RUNNING:
                 self._sync_job(unit.job_id)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import redis
@@ -65,16 +66,31 @@ class RateLimited:
 
 
 def providers_for(settings: Settings, store: Store) -> Callable[[str], Provider]:
+    """Adapters by name, built once each; the local and fake ones keep their state in the data dir."""
+    options = {"local": {"root": settings.data_dir / "local"},
+               "fake": {"path": settings.data_dir / "fake-cloud.sqlite"}}
+
     @functools.cache
     def provider(name: str) -> Provider:
-        return RateLimited(get_provider(name), store.client, settings.provider_calls_per_s, store.keys.p)
+        adapter = get_provider(name, **options.get(name, {}))
+        return RateLimited(adapter, store.client, settings.provider_calls_per_s, store.keys.p)
 
     return provider
 
 
-@functools.cache
+_executor: Executor | None = None
+
+
+def use(settings: Settings, clock: Callable[[], datetime] | None = None) -> Executor:
+    """Build this process's executor from `settings` (the demo and tests; workers build it on first use)."""
+    global _executor
+    store = open_store(settings)
+    _executor = Executor(store, store.launches, providers_for(settings, store), load_catalog(), config_from(settings))
+    if clock is not None:
+        _executor.clock = clock
+    return _executor
+
+
 def executor() -> Executor:
     """The process's executor, built on first use (importing the tasks has no side effects)."""
-    settings = get_settings()
-    store = open_store(settings)
-    return Executor(store, store.launches, providers_for(settings, store), load_catalog(), config_from(settings))
+    return _executor or use(get_settings())

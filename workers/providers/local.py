@@ -48,7 +48,7 @@ class LocalProvider:
     def launch(self, placement: LaunchRequest, idempotency_key: str) -> Handle:
         run = self._dir(idempotency_key)
         run.mkdir(exist_ok=True)
-        handle = Handle(provider=self.name, id=run.name, region="local")
+        handle = Handle(provider=self.name, id=run.name, region="local", extra={"dir": str(run)})
         try:
             fd = os.open(run / "pid", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
@@ -113,8 +113,8 @@ class LocalProvider:
             status = self.status(Handle(self.name, run.name))
             meta = _meta(run)
             if not status.phase.ended and meta:
-                owned.append(Owned(Handle(self.name, run.name, "local"), meta["key"], meta["job_id"], status.phase,
-                                   status.started_at))
+                handle = Handle(self.name, run.name, "local", {"dir": str(run)})
+                owned.append(Owned(handle, meta["key"], meta["job_id"], status.phase, status.started_at))
         return owned
 
 
