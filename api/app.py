@@ -6,7 +6,7 @@ from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi_offline import FastAPIOffline
 
-from api import errors
+from api import errors, ui
 from api.bodies import reject_unknown_query
 from api.deps import current_principal
 from api.limits import BodyLimitMiddleware
@@ -31,6 +31,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.state.metrics = Metrics(app.state)
     errors.install(app)
     app.include_router(ops.router)
+    ui.install(app)  # the ops review page under /ui (cookie sessions on the same keys)
     # The key first (401 before any 422), then no unknown query parameters. A route asking for
     # CurrentPrincipal again gets the same, cached answer: one authentication, one count per request.
     v1 = {"dependencies": [Depends(current_principal), Depends(reject_unknown_query)], "responses": errors.V1_PROBLEMS}
