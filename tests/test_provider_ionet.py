@@ -123,6 +123,16 @@ def test_lost_create_response_is_transient_and_the_retry_adopts(api, provider):
     assert api.deploy.call_count == 1
 
 
+def test_adoption_survives_a_read_back_that_404s(api, provider):
+    api.listing.mock(return_value=reply("deployments"))
+    api.get.mock(return_value=reply("error_404"))
+
+    handle = provider.launch(placement(), IDEM)
+
+    assert (handle.id, handle.extra) == (DEP, {"hours": 3, "billed_usd": 96.0})
+    assert api.deploy.call_count == 0
+
+
 def test_negative_control_without_the_lookup_a_retry_creates_twice(api, provider, monkeypatch):
     monkeypatch.setattr(ionet, "adopt_or_create", lambda label, find, create: create())
     api.deploy.mock(side_effect=[httpx.ReadTimeout("response lost"), reply("deploy")])

@@ -166,6 +166,7 @@ def test_statuses_of_many_handles_is_one_query(api, provider):
         "s1d3f5g7h9j1kc": Phase.FAILED, "t2g4h6j8k0l2md": Phase.PREEMPTED, "u3h5j7k9l1z3ne": Phase.CANCELLED,
         "nope": Phase.GONE}
     assert statuses[POD].billed_usd is None
+    assert (statuses["r4t6y8u0i2o4pb"].exit_code, statuses["s1d3f5g7h9j1kc"].exit_code) == (0, 1)
 
 
 @pytest.mark.parametrize(("pod", "phase"), [

@@ -185,6 +185,7 @@ def test_statuses_of_many_handles_is_one_list_call(rs, provider):
         "31415926": Phase.RUNNING, "31415927": Phase.PENDING, "31415928": Phase.SUCCEEDED,
         "31415929": Phase.FAILED, "31415930": Phase.PREEMPTED, "31415931": Phase.PENDING, "99999999": Phase.GONE}
     assert "offline" in statuses["31415931"].message
+    assert [statuses[i].exit_code for i in ("31415928", "31415929", "31415926")] == [0, 137, None]
     assert statuses["31415926"].billed_usd is None  # Vast reports no bill per instance
 
 
@@ -301,6 +302,21 @@ def test_api_key_echoed_by_the_server_is_scrubbed(rs, provider):
     with pytest.raises(AuthFailed) as raised:
         provider.list_ours()
     assert KEY not in str(raised.value) and "***" in str(raised.value)
+
+
+def test_api_key_in_an_unsuccessful_200_answer_is_scrubbed(rs, provider):
+    add(rs, "instances_empty")
+    add(rs, "offers")
+    rs.add("PUT", BASE + "/api/v0/asks/7700123/", json={"success": False, "error": "invalid_args", "msg": f"key {KEY}"})
+    with pytest.raises(InvalidRequest) as raised:
+        provider.launch(placement(), IDEM)
+    assert KEY not in str(raised.value) and "***" in str(raised.value)
+
+
+def test_a_region_without_a_country_is_an_invalid_request(rs, provider):
+    with pytest.raises(InvalidRequest, match="machine shape"):
+        provider.quote(OFFER.model_copy(update={"region": "nowhere"}))
+    assert len(rs.calls) == 0
 
 
 def test_handle_carries_no_api_key(market, provider):

@@ -150,7 +150,13 @@ class IonetProvider:
 
         def find(wanted: str) -> Handle | None:
             match = next((d for d in self._deployments() if d.name == wanted), None)
-            return None if match is None else self._handle(self._io.deployments.get(match.id).data, placement, hours)
+            if match is None:
+                return None
+            try:  # the details carry amount_paid; the listing's summary does not
+                match = self._io.deployments.get(match.id).data
+            except iocloud.NotFoundError:
+                pass
+            return self._handle(match, placement, hours)
 
         def create() -> Handle:
             offer, command = placement.offer, placement.command

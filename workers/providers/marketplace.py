@@ -148,12 +148,13 @@ def translating(translate: Callable[[Exception], ProviderError], secret: str | N
     """Run SDK calls: whatever they raise leaves as `translate(exc)`, with `secret` scrubbed from the message."""
     try:
         yield
-    except ProviderError:
-        raise
     except Exception as exc:
-        err = translate(exc)
-        message = err.message.replace(secret, "***") if secret else err.message
-        raise type(err)(message, provider=err.provider, retry_after_s=err.retry_after_s) from exc
+        err = exc if isinstance(exc, ProviderError) else translate(exc)
+        if secret and secret in err.message:
+            err = type(err)(err.message.replace(secret, "***"), provider=err.provider, retry_after_s=err.retry_after_s)
+        if err is exc:
+            raise
+        raise err from exc
 
 
 # -- states ---------------------------------------------------------------------------------

@@ -57,6 +57,7 @@ from workers.providers.marketplace import (
     NotFound,
     adopt_or_create,
     classify,
+    exit_code,
     label_env,
     make_label,
     parse_label,
@@ -121,6 +122,11 @@ def _phase(pod: dict[str, Any]) -> tuple[Phase, str]:
     if desired in ("", "CREATED"):
         return Phase.PENDING, said
     return Phase.PENDING, f"RunPod status {desired!r}: {said}".rstrip(": ")
+
+
+def _status(pod: dict[str, Any]) -> Status:
+    phase, message = _phase(pod)
+    return Status(phase, message, exit_code=exit_code(pod.get("lastStatusChange")) if phase.ended else None)
 
 
 def _said(response: httpx.Response) -> str:
@@ -233,7 +239,7 @@ class RunpodProvider:
                 pod = self._gql("Pod", _GET, {"input": {"podId": handle.id}}).get("pod")
         except NotFound:
             return _GONE
-        return _GONE if not pod else Status(*_phase(pod))
+        return _GONE if not pod else _status(pod)
 
     def statuses(self, handles: Iterable[Handle]) -> dict[str, Status]:
         handles = list(handles)
@@ -241,7 +247,7 @@ class RunpodProvider:
             return {}
         with self._calls():
             seen = {p["id"]: p for p in self._pods()}
-        return {h.id: Status(*_phase(seen[h.id])) if h.id in seen else _GONE for h in handles}
+        return {h.id: _status(seen[h.id]) if h.id in seen else _GONE for h in handles}
 
     def cancel(self, handle: Handle) -> None:
         try:

@@ -58,6 +58,7 @@ from workers.providers.marketplace import (
     NotFound,
     adopt_or_create,
     classify,
+    exit_code,
     label_env,
     make_label,
     parse_label,
@@ -86,6 +87,11 @@ def _phase(row: dict[str, Any]) -> tuple[Phase, str]:
     if actual in _STARTING:
         return Phase.PENDING, said
     return Phase.PENDING, f"Vast.ai status {actual!r}: {said}".rstrip(": ")
+
+
+def _status(row: dict[str, Any]) -> Status:
+    phase, message = _phase(row)
+    return Status(phase, message, exit_code=exit_code(row.get("status_msg")) if phase.ended else None)
 
 
 def _said(body: Any) -> str:
@@ -139,12 +145,12 @@ class VastProvider:
         return translating(self._translate, self._key)
 
     def _search(self, offer: Offer, max_price: float | None) -> list[dict[str, Any]]:
-        shape = _SHAPE.match(offer.instance_type or "")
-        if shape is None:
+        shape, place = _SHAPE.match(offer.instance_type or ""), offer.region.split("-")
+        if shape is None or len(place) < 2:
             raise InvalidRequest(f"cannot read a Vast.ai machine shape from {offer.id}", provider=self.name)
         query: dict[str, Any] = {"gpu_name": {"eq": shape.group(2).replace("_", " ")},
                                  "num_gpus": {"eq": int(shape.group(1))},
-                                 "geolocation": {"in": [offer.region.split("-")[-2].upper()]}}
+                                 "geolocation": {"in": [place[-2].upper()]}}
         if max_price is not None:
             query["dph_total"] = {"lte": max_price}
         market = "bid" if offer.market == "spot" else "on-demand"
@@ -194,7 +200,7 @@ class VastProvider:
                 row = instances.show_instance(self._vast, int(handle.id))
         except NotFound:
             return _GONE
-        return _GONE if row is None else Status(*_phase(row))
+        return _GONE if row is None else _status(row)
 
     def statuses(self, handles: Iterable[Handle]) -> dict[str, Status]:
         handles = list(handles)
@@ -202,7 +208,7 @@ class VastProvider:
             return {}
         with self._calls():
             seen = {str(r["id"]): r for r in instances.show_instances(self._vast)}
-        return {h.id: Status(*_phase(seen[h.id])) if h.id in seen else _GONE for h in handles}
+        return {h.id: _status(seen[h.id]) if h.id in seen else _GONE for h in handles}
 
     def cancel(self, handle: Handle) -> None:
         try:
