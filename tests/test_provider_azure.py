@@ -65,11 +65,12 @@ def filled(body: dict, **names: str) -> dict:
 class Replayed(HttpResponseImpl):
     """A complete (not streamed) azure-core response."""
 
-    def __init__(self, request, status: int, body: dict | None, headers: dict | None = None):
+    def __init__(self, request, status: int, body: dict | None, headers: dict | None = None, text: str | None = None):
+        kind = "text/html" if text is not None else "application/json"
         super().__init__(request=request, internal_response=None, status_code=status, reason="replayed",
-                         content_type="application/json", stream_download_generator=None,
-                         headers=case_insensitive_dict({"Content-Type": "application/json", **(headers or {})}))
-        self._content = json.dumps(body).encode() if body is not None else b""
+                         content_type=kind, stream_download_generator=None,
+                         headers=case_insensitive_dict({"Content-Type": kind, **(headers or {})}))
+        self._content = text.encode() if text is not None else json.dumps(body).encode() if body is not None else b""
 
     def close(self) -> None:
         self._is_closed = True
@@ -112,7 +113,7 @@ class FakeArm(HttpTransport):
 
     def _error(self, request, name: str, vm: str = "n"):
         error = filled(recorded("errors.json")[name], NAME=vm)
-        return Replayed(request, error["status"], error["body"], error.get("headers"))
+        return Replayed(request, error["status"], error.get("body"), error.get("headers"), error.get("text"))
 
     def send(self, request, **kwargs):
         url = urlsplit(request.url)
@@ -443,6 +444,7 @@ def test_vm_names_are_valid_deterministic_and_distinct():
     ("authorization_failed", AuthFailed),
     ("internal", Transient),
     ("unavailable", Transient),
+    ("bad_gateway_html", Transient),
 ])
 def test_error_translation_through_the_sdk(arm, provider, recorded_error, expected):
     arm.fail["PUT"] = [recorded_error]

@@ -91,8 +91,10 @@ T = TypeVar("T")
 # -- errors: the one place ------------------------------------------------------------------
 
 def _codes(exc: HttpResponseError) -> list[str]:
-    error = exc.error
-    return [c for c in [error and error.code, *(d.code for d in (error.details or []) if error)] if c]
+    """ARM's error code and the codes of its details (a quota refusal can hide in a detail)."""
+    if exc.error is None:
+        return []
+    return [c for c in [exc.error.code, *(d.code for d in exc.error.details or [])] if c]
 
 
 def translate(exc: Exception) -> ProviderError:
