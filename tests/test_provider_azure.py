@@ -292,9 +292,11 @@ def test_launch_without_network_settings_is_refused_before_any_call(arm):
     assert arm.seen == []
 
 
-def test_multi_node_launch_is_one_vm_per_node(arm, provider):
+def test_multi_node_launch_is_one_vm_per_node_with_its_rank(arm, provider):
     handle = provider.launch(request(H100, nodes=3), KEY)
     assert sorted(n for _, n in arm.vms) == [f"{handle.id}-{i}" for i in range(3)] and handle.extra["nodes"] == 3
+    scripts = [base64.b64decode(s.body["properties"]["osProfile"]["customData"]).decode() for s in arm.requests("PUT")]
+    assert all(f"-e CLOUDSCHED_NODE_RANK={i} " in s and "-e CLOUDSCHED_NODES=3 " in s for i, s in enumerate(scripts))
 
 
 # -- status ---------------------------------------------------------------------------------

@@ -429,13 +429,23 @@ def test_names_and_labels_are_valid_deterministic_and_distinct():
 
 
 def test_startup_script_runs_the_command_once_reports_and_powers_off():
-    script = gcp.startup_script(request())
-    assert "docker run --rm --gpus all --network host --ipc host -e WANDB_MODE=offline " \
+    script = gcp.startup_script(request(nodes=2), node=1)
+    assert "docker run --rm --gpus all --network host --ipc host -e CLOUDSCHED_JOB_ID=job_01jd2k8q6v3m9x4c7b2n5r8t1w " \
+           "-e CLOUDSCHED_NODES=2 -e CLOUDSCHED_NODE_RANK=1 -e WANDB_MODE=offline " \
            "nvcr.io/nvidia/pytorch:24.04-py3 python train.py --epochs 3" in script
     assert script.index("code=$?") < script.index("setLabels") < script.index("shutdown -h now")
     bare = gcp.job_command(LaunchRequest(job_id="j", team="t", name="n", offer=offer(
         "gcp:us-east1:n1-standard-8-t4x1:spot"), nodes=1, gpus=1, run_hours=1, command="echo 'hi' && exit 3"))
-    assert bare == "env sh -c 'echo '\"'\"'hi'\"'\"' && exit 3'"
+    assert bare == "env CLOUDSCHED_JOB_ID=j CLOUDSCHED_NODES=1 CLOUDSCHED_NODE_RANK=0 " \
+                   "sh -c 'echo '\"'\"'hi'\"'\"' && exit 3'"
+
+
+def test_each_node_gets_its_rank(api, provider):
+    provider.launch(request("gcp:us-east1:a2-highgpu-8g:on-demand", nodes=2), KEY)
+    scripts = [{i["key"]: i["value"] for i in json.loads(c.request.body)["metadata"]["items"]}["startup-script"]
+               for c in calls(api, "POST", "/instances")]
+    assert ["CLOUDSCHED_NODE_RANK=0" in s for s in scripts] == [True, False]
+    assert ["CLOUDSCHED_NODE_RANK=1" in s for s in scripts] == [False, True]
 
 
 # -- errors ---------------------------------------------------------------------------------

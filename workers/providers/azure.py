@@ -32,6 +32,8 @@ Choices:
   running/stopping -> RUNNING; stopped/deallocating/deallocated -> SUCCEEDED or FAILED by the exit tag,
   FAILED without one; a missing VM -> GONE (PREEMPTED for Spot). Several nodes combine as on GCP: any
   PREEMPTED, else FAILED, else PENDING, else RUNNING, else SUCCEEDED; some nodes missing -> FAILED.
+- Several nodes: a launch that fails at node k leaves VMs 0..k-1 with our tags; `list_ours` reports them
+  (one Owned per key), so the reconcile loop can cancel a launch it does not track.
 - Errors: `translate` is the one place SDK errors become our tree; programming errors are not caught.
 """
 
@@ -155,20 +157,22 @@ u.urlopen(u.Request("https://management.azure.com%s/providers/Microsoft.Resource
 PY"""
 
 
-def job_command(req: LaunchRequest) -> str:
-    """The shell command that runs the job: in its container image if it names one."""
+def job_command(req: LaunchRequest, node: int = 0) -> str:
+    """The shell command that runs the job on node `node`: in its container image if it names one."""
     argv = req.command if isinstance(req.command, list) else (["sh", "-c", req.command] if req.command else [])
+    env = {**req.env, "CLOUDSCHED_JOB_ID": req.job_id, "CLOUDSCHED_NODES": str(req.nodes),
+           "CLOUDSCHED_NODE_RANK": str(node)}
     if req.image:
-        env = [arg for k, v in sorted(req.env.items()) for arg in ("-e", f"{k}={v}")]
+        flags = [arg for k, v in sorted(env.items()) for arg in ("-e", f"{k}={v}")]
         return shlex.join(["docker", "run", "--rm", "--gpus", "all", "--network", "host", "--ipc", "host",
-                           *env, req.image, *argv])
-    return shlex.join(["env", *(f"{k}={v}" for k, v in sorted(req.env.items())), *(argv or ["true"])])
+                           *flags, req.image, *argv])
+    return shlex.join(["env", *(f"{k}={v}" for k, v in sorted(env.items())), *(argv or ["true"])])
 
 
-def boot_script(req: LaunchRequest, identity_id: str | None) -> str:
+def boot_script(req: LaunchRequest, identity_id: str | None, node: int = 0) -> str:
     """cloud-init runs it once: the job, then (with an identity) the exit-code tag, then power-off."""
     report = [f"identity={shlex.quote(identity_id)}", _REPORT] if identity_id else []
-    return "\n".join(["#!/bin/bash", job_command(req), "code=$?", *report, "poweroff", ""])
+    return "\n".join(["#!/bin/bash", job_command(req, node), "code=$?", *report, "poweroff", ""])
 
 
 # -- the adapter ----------------------------------------------------------------------------
@@ -216,19 +220,19 @@ class AzureProvider:
             found = self._call(self._vms.get, self.resource_group, name, missing_ok=True)
             if found is None:
                 self._call(self._vms.begin_create_or_update, self.resource_group, name,
-                           self._vm(placement, idempotency_key, name), polling=False)
+                           self._vm(placement, idempotency_key, name, node), polling=False)
             elif (found.tags or {}).get(TAG) != idempotency_key:
                 raise InvalidRequest(f"VM {name} exists and does not carry key {idempotency_key!r}", provider=NAME)
         return Handle(provider=NAME, id=base, region=placement.offer.region,
                       extra={"resource_group": self.resource_group, "nodes": placement.nodes, "spot": placement.spot})
 
-    def _vm(self, req: LaunchRequest, key: str, name: str) -> dict[str, Any]:
+    def _vm(self, req: LaunchRequest, key: str, name: str, node: int) -> dict[str, Any]:
         ip = {"name": "ipconfig1", "properties": {"subnet": {"id": self.subnet_id}}}
         nic = {"name": f"{name}-nic", "properties": {"primary": True, "deleteOption": "Delete",
                                                      "enableAcceleratedNetworking": self.accelerated_networking,
                                                      "ipConfigurations": [ip]}}
         ssh = {"path": f"/home/{self.admin_username}/.ssh/authorized_keys", "keyData": self.ssh_public_key}
-        script = boot_script(req, self.identity_id)
+        script = boot_script(req, self.identity_id, node)
         properties: dict[str, Any] = {
             "hardwareProfile": {"vmSize": req.offer.instance_type or req.offer.id.split(":")[2]},
             "storageProfile": {"imageReference": self.image, "osDisk": {

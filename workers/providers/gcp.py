@@ -27,7 +27,12 @@ Choices:
 - The job: a startup script runs the command once (in `docker run --gpus all` when the request names an
   image), writes its exit code into label `cloudsched-exit` (setLabels with the VM's service account,
   cloud-platform scope), then powers off. TERMINATED + that label -> SUCCEEDED or FAILED; TERMINATED
-  without it -> PREEMPTED if a `compute.instances.preempted` operation names it, else FAILED.
+  without it -> PREEMPTED if a `compute.instances.preempted` operation names it, else FAILED. A TERMINATED
+  instance still bills its disk until `cancel`: the reconcile loop cancels ended launches.
+- Several nodes: a launch that fails at node k leaves nodes 0..k-1 running with our labels; `list_ours`
+  reports them (one Owned per key), so the reconcile loop can cancel a launch it does not track.
+- An insert whose Operation fails later (a stockout is usually reported there, not on the insert) leaves
+  no instance: the launch then reads as GONE. The adapter does not fetch the Operation's error.
 - Phases: PROVISIONING/STAGING/PENDING/REPAIRING -> PENDING; RUNNING/STOPPING/PENDING_STOP/DEPROVISIONING
   -> RUNNING (not ended until TERMINATED); SUSPENDING/SUSPENDED -> FAILED (we never suspend); a missing
   instance -> GONE. Several nodes: any PREEMPTED, else FAILED, else PENDING, else RUNNING, else SUCCEEDED;
@@ -199,20 +204,23 @@ u.urlopen(u.Request(url + "/setLabels", json.dumps(body).encode(), auth, method=
 PY"""
 
 
-def job_command(req: LaunchRequest) -> str:
-    """The shell command that runs the job: in its container image if it names one."""
+def job_command(req: LaunchRequest, node: int = 0) -> str:
+    """The shell command that runs the job on node `node`: in its container image if it names one."""
     argv = req.command if isinstance(req.command, list) else (["sh", "-c", req.command] if req.command else [])
+    env = {**req.env, "CLOUDSCHED_JOB_ID": req.job_id, "CLOUDSCHED_NODES": str(req.nodes),
+           "CLOUDSCHED_NODE_RANK": str(node)}
     if req.image:
-        env = [arg for k, v in sorted(req.env.items()) for arg in ("-e", f"{k}={v}")]
+        flags = [arg for k, v in sorted(env.items()) for arg in ("-e", f"{k}={v}")]
         return shlex.join(["docker", "run", "--rm", "--gpus", "all", "--network", "host", "--ipc", "host",
-                           *env, req.image, *argv])
-    return shlex.join(["env", *(f"{k}={v}" for k, v in sorted(req.env.items())), *(argv or ["true"])])
+                           *flags, req.image, *argv])
+    return shlex.join(["env", *(f"{k}={v}" for k, v in sorted(env.items())), *(argv or ["true"])])
 
 
-def startup_script(req: LaunchRequest) -> str:
+def startup_script(req: LaunchRequest, node: int = 0) -> str:
     """Runs the job once (the script reruns at every boot), reports its exit code as a label, powers off."""
-    return "\n".join(["#!/bin/bash", "[ -e /var/lib/cloudsched/done ] && exit 0", "mkdir -p /var/lib/cloudsched",
-                      job_command(req), "code=$?", "touch /var/lib/cloudsched/done", _REPORT, "shutdown -h now", ""])
+    once = ["[ -e /var/lib/cloudsched/done ] && exit 0", "mkdir -p /var/lib/cloudsched"]
+    return "\n".join(["#!/bin/bash", *once, job_command(req, node), "code=$?", "touch /var/lib/cloudsched/done",
+                      _REPORT, "shutdown -h now", ""])
 
 
 # -- the adapter ----------------------------------------------------------------------------
@@ -261,7 +269,7 @@ class GcpProvider:
     def launch(self, placement: LaunchRequest, idempotency_key: str) -> Handle:
         zone, base = self.zone_for(placement.offer), instance_base(idempotency_key)
         for node in range(placement.nodes):
-            body = self._instance(placement, idempotency_key, zone, f"{base}-{node}")
+            body = self._instance(placement, idempotency_key, zone, f"{base}-{node}", node)
             op = self._call(self._instances.insert_unary, missing=gexc.Conflict, project=self.project, zone=zone,
                             instance_resource=body, request_id=request_id(idempotency_key, node))
             if op is None:
@@ -279,9 +287,9 @@ class GcpProvider:
         if found.labels.get(TAG) != label_value(key):
             raise InvalidRequest(f"instance {name} exists and does not carry key {key!r}", provider=NAME)
 
-    def _instance(self, req: LaunchRequest, key: str, zone: str, name: str) -> compute_v1.Instance:
+    def _instance(self, req: LaunchRequest, key: str, zone: str, name: str, node: int) -> compute_v1.Instance:
         machine, gpu, count = _machine(req.offer)
-        items = {META_KEY: key, META_JOB: req.job_id, "startup-script": startup_script(req),
+        items = {META_KEY: key, META_JOB: req.job_id, "startup-script": startup_script(req, node),
                  "install-nvidia-driver": "True"}
         nic = compute_v1.NetworkInterface(network=self.network, subnetwork=self.subnetwork, access_configs=[
             compute_v1.AccessConfig(name="External NAT", type_="ONE_TO_ONE_NAT")] if self.external_ip else [])
@@ -289,14 +297,13 @@ class GcpProvider:
                                            provisioning_model="SPOT" if req.spot else "STANDARD")
         if req.spot:
             scheduling.instance_termination_action = "STOP"
+        boot = compute_v1.AttachedDisk(boot=True, auto_delete=True, initialize_params=compute_v1.
+                                       AttachedDiskInitializeParams(source_image=self.image, disk_size_gb=self.disk_gb))
         return compute_v1.Instance(
             name=name, machine_type=f"zones/{zone}/machineTypes/{machine}",
             labels={TAG: label_value(key), TAG_JOB: label_value(req.job_id)},
             metadata=compute_v1.Metadata(items=[compute_v1.Items(key=k, value=v) for k, v in items.items()]),
-            disks=[compute_v1.AttachedDisk(boot=True, auto_delete=True, initialize_params=compute_v1.
-                                           AttachedDiskInitializeParams(source_image=self.image,
-                                                                        disk_size_gb=self.disk_gb))],
-            network_interfaces=[nic], scheduling=scheduling,
+            disks=[boot], network_interfaces=[nic], scheduling=scheduling,
             guest_accelerators=[compute_v1.AcceleratorConfig(
                 accelerator_type=f"zones/{zone}/acceleratorTypes/{gpu}", accelerator_count=count)] if gpu else [],
             service_accounts=[compute_v1.ServiceAccount(email=self.service_account, scopes=_SCOPES)],
