@@ -117,6 +117,17 @@ def test_the_registry_builds_a_provider():
     assert isinstance(adapter, AwsProvider) and isinstance(adapter, Provider)
 
 
+def test_every_client_has_timeouts_and_one_attempt(session):
+    adapter = AwsProvider(session=session, timeout_s=7)
+    config = adapter._client("ec2", "eu-west-1").meta.config
+    assert (config.connect_timeout, config.read_timeout, config.retries["total_max_attempts"]) == (7, 7, 1)
+
+
+def test_list_ours_looks_in_the_catalog_regions_by_default(session):
+    regions = AwsProvider(session=session).regions
+    assert {"us-east-1", "us-west-2", "eu-west-1"} <= set(regions) and list(regions) == sorted(regions)
+
+
 # -- EC2 launches ----------------------------------------------------------------------------
 
 
@@ -191,11 +202,13 @@ def test_a_spot_offer_launches_a_spot_instance(aws, session):
     assert instances()[0]["InstanceId"] == handle.id and instances()[0]["InstanceLifecycle"] == "spot"
 
 
-def test_a_job_with_nothing_to_run_is_refused_before_any_call(aws, session):
+def test_a_job_with_nothing_to_run_or_a_key_too_long_to_look_up_is_refused_before_any_call(aws, session):
     runs = calls(session, "ec2.RunInstances")
     empty = LaunchRequest(job_id="j", team="t", name="n", offer=offer(), nodes=1, gpus=8, run_hours=1)
-    with pytest.raises(InvalidRequest):
+    with pytest.raises(InvalidRequest, match="nothing to run"):
         aws.launch(empty, "empty-1")
+    with pytest.raises(InvalidRequest, match="1-255"):
+        aws.launch(request(), "k" * 256)
     assert runs == [] and instances() == []
 
 

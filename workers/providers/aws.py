@@ -1,35 +1,30 @@
 """AWS adapter: EC2 instances for clusters and plain inference, SageMaker for managed (`ml.*`) offers.
 
-The contract is `scheduler.providers.Provider`; what this adapter chose where the contract is silent:
+The contract is `scheduler.providers.Provider`. Where it is silent, this adapter chose:
 
-- **Idempotency.** `launch` looks up its own tag first. EC2: `tag:cloudsched-key=<key>` in every
-  state, terminated included, so a replay after the job ended returns the ended instance instead of
-  running the job again (a re-placement is a new attempt with a new key). SageMaker: the name is derived
-  from the key alone (`sagemaker_name`) and described before it is created; AWS's own "already exists"
-  counts as success. EC2 also sends `ClientToken` (the key, or its SHA-256 when longer than 64 chars):
-  on real AWS it covers the lookup's blind spots (tags are eventually consistent; terminated instances
-  vanish after about an hour). moto ignores the token and overwrites duplicate SageMaker names
-  (TRAPS.md), so the tests prove the lookup, counting create calls.
-- **Exit convention (EC2).** The user data runs the job (its image under `docker run --gpus all`, else
-  its command), tags the instance `cloudsched-exit=<code>`, and powers off;
-  `InstanceInitiatedShutdownBehavior=terminate` ends billing. Shut down from inside with exit code 0:
-  SUCCEEDED; any other code, or none reported: FAILED (a job never succeeds silently, so the instance
-  profile, `instance_profile`, needs `ec2:CreateTags`). Terminated through the API: CANCELLED;
-  `Server.Spot*`: PREEMPTED; stopped by anyone: FAILED. A cluster reads as its worst node.
-- **Polling.** `statuses` describes EC2 instances by id, 1,000 per call, per region (AWS fails the
-  whole call for one unknown id; those are dropped and the call repeated). Unknown ids are GONE, except
-  within `NOT_FOUND_GRACE_S` of launch: DescribeInstances is eventually consistent. SageMaker has no
-  batch describe: one call per managed handle. A deleted endpoint reads GONE.
-- **Calls.** One client per (service, region), built lazily, with connect and read timeouts and one
-  attempt: retries belong to the task layer, which knows which calls are safe to repeat.
-- **Errors.** `translate` is the only place botocore errors become ours; every public method goes
-  through `_translated`. SageMaker's `ResourceLimitExceeded` is an account quota: QuotaExceeded.
-- **Quotes.** Spot: the lowest current price among the region's zones (the catalog's rule) from
-  DescribeSpotPriceHistory; no price there means not available. On-demand and managed offers: AWS has
-  no cheap live price call, so the catalog's figures (`live=False`).
-- **Not done:** subnets, security groups and key pairs (the default VPC is used); placement groups and
-  EFA for multi-node clusters (nodes get CLOUDSCHED_NODE_RANK and CLOUDSCHED_NODES, no rendezvous
-  address); managed spot training. Endpoints run their image's own serving entrypoint (no command).
+- **Idempotency.** `launch` looks up its own tag first: EC2 `tag:cloudsched-key=<key>` in any state,
+  terminated included (a replay after the job ended returns that instance rather than running the job
+  again; a re-placement comes with a new key); SageMaker resources are named from the key alone
+  (`sagemaker_name`) and described before they are created. On real AWS, RunInstances' `ClientToken`
+  (the key, or its SHA-256 past 64 chars) and SageMaker's unique names also cover the lookup's blind spots
+  (eventually consistent tags, terminated instances vanishing after about an hour). moto honours neither
+  (TRAPS.md), so the tests prove the lookup.
+- **Exit convention (EC2).** The user data runs the image (`docker run --gpus all`) or else the command,
+  tags the instance `cloudsched-exit=<code>` and powers off (`InstanceInitiatedShutdownBehavior=terminate`
+  ends billing; `instance_profile` must allow `ec2:CreateTags`). Shut down from inside with code 0:
+  SUCCEEDED; another code or none: FAILED, so a job never succeeds unreported. Terminated through the API:
+  CANCELLED; `Server.Spot*`: PREEMPTED; stopped: FAILED. A cluster reads as its worst node.
+- **Polling.** `statuses` describes EC2 ids 1,000 per call, per region; ids AWS calls unknown are
+  dropped and the call repeated, and read GONE, except within `NOT_FOUND_GRACE_S` of launch
+  (DescribeInstances is eventually consistent). SageMaker: one describe per handle; a deleted endpoint is GONE.
+- **Calls and errors.** One client per (service, region), built lazily, with connect/read timeouts and a
+  single attempt: retries belong to the task layer. `translate` is the one place botocore errors become
+  ours; SageMaker's `ResourceLimitExceeded` is an account quota (QuotaExceeded), not NoCapacity.
+- **Quotes.** Spot: the lowest current zone price in the region (the catalog's rule); none: unavailable.
+  On-demand and managed: AWS has no cheap live price call, so the catalog's (`live=False`).
+- **Not done:** subnets, security groups, key pairs (default VPC); placement groups and EFA (nodes get
+  CLOUDSCHED_NODE_RANK/CLOUDSCHED_NODES, no rendezvous address); managed spot training. Endpoints run
+  their image's own serving entrypoint, without the job's command.
 """
 
 from __future__ import annotations
@@ -48,16 +43,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
 
 import boto3
+from botocore import exceptions as sdk
 from botocore.config import Config
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    CredentialRetrievalError,
-    NoCredentialsError,
-    ParamValidationError,
-    PartialCredentialsError,
-    ProfileNotFound,
-)
+from botocore.exceptions import ClientError
 
 from scheduler.models import Offer
 from workers.providers.base import (
@@ -125,9 +113,10 @@ def translate(exc: Exception) -> ProviderError:
         cls = _CODES.get(code) or (QuotaExceeded if code.endswith("LimitExceeded") else
                                    Transient if status >= 500 else InvalidRequest)
         return cls(f"{code}: {error.get('Message') or exc}", provider=NAME)
-    if isinstance(exc, (NoCredentialsError, PartialCredentialsError, CredentialRetrievalError, ProfileNotFound)):
+    if isinstance(exc, (sdk.NoCredentialsError, sdk.PartialCredentialsError, sdk.CredentialRetrievalError,
+                        sdk.ProfileNotFound)):
         return AuthFailed(str(exc), provider=NAME)
-    if isinstance(exc, ParamValidationError):
+    if isinstance(exc, sdk.ParamValidationError):
         return InvalidRequest(str(exc), provider=NAME)
     # Timeouts, refused or dropped connections: the call may or may not have taken effect.
     return Transient(f"{type(exc).__name__}: {exc}", provider=NAME)
@@ -138,7 +127,7 @@ def _translated(method: Callable[..., T]) -> Callable[..., T]:
     def wrapper(*args: Any, **kwargs: Any) -> T:
         try:
             return method(*args, **kwargs)
-        except (ClientError, BotoCoreError) as exc:
+        except (ClientError, sdk.BotoCoreError) as exc:
             raise translate(exc) from exc
     return wrapper
 
@@ -165,9 +154,10 @@ class AwsProvider:
     def __init__(self, *, session: boto3.Session | None = None, regions: Iterable[str] | None = None,
                  image_id: str | Mapping[str, str] | None = None, instance_profile: str | None = None,
                  sagemaker_role_arn: str | None = None, sagemaker_output_s3: str | None = None,
-                 sagemaker_image: str | None = None, timeout_s: float = CALL_TIMEOUT_S, max_attempts: int = 1):
+                 sagemaker_image: str | None = None, timeout_s: float = CALL_TIMEOUT_S, attempts: int = 1):
         """`image_id`: an AMI (or `resolve:ssm:` parameter) for every region, or one per region.
-        `regions`: where `list_ours` looks (default: the regions of the catalog's AWS offers)."""
+        `regions`: where `list_ours` looks (default: the regions of the catalog's AWS offers).
+        `attempts`: per call, the first included (botocore's `max_attempts` counts only the retries)."""
         env = os.environ.get
         self._session = session or boto3.Session()
         self._regions = tuple(regions) if regions else None
@@ -177,7 +167,7 @@ class AwsProvider:
         self._output_s3 = sagemaker_output_s3 or env("CLOUDSCHED_SAGEMAKER_OUTPUT_S3")
         self._sagemaker_image = sagemaker_image or env("CLOUDSCHED_SAGEMAKER_IMAGE")
         self._config = Config(connect_timeout=timeout_s, read_timeout=timeout_s,
-                              retries={"max_attempts": max_attempts, "mode": "standard"})
+                              retries={"total_max_attempts": attempts, "mode": "standard"})
         self._clients: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
 
@@ -209,17 +199,15 @@ class AwsProvider:
 
     def _launch_ec2(self, req: LaunchRequest, key: str) -> Handle:
         region = req.offer.region
-        ec2 = self._client("ec2", region)
-        found = self._find_tagged(ec2, key)
+        found = self._find_tagged(ec2 := self._client("ec2", region), key)
         if found:
             log.info("aws launch replayed", extra={"key": key, "instance_id": found[0]["InstanceId"]})
             return _ec2_handle(region, found)
-        tags = _tag_list(req, key)
         args: dict[str, Any] = dict(
             ImageId=self._ami(region), InstanceType=_instance_type(req.offer), MinCount=req.nodes,
             MaxCount=req.nodes, ClientToken=client_token(key), UserData=user_data(req, key),
             InstanceInitiatedShutdownBehavior="terminate",
-            TagSpecifications=[{"ResourceType": kind, "Tags": tags} for kind in ("instance", "volume")])
+            TagSpecifications=[{"ResourceType": kind, "Tags": _tag_list(req, key)} for kind in ("instance", "volume")])
         if req.spot:
             args["InstanceMarketOptions"] = {"MarketType": "spot", "SpotOptions": {
                 "SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"}}
@@ -235,22 +223,20 @@ class AwsProvider:
         return list(_instances(ec2, Filters=[{"Name": f"tag:{TAG}", "Values": [key]}]))
 
     def _ami(self, region: str) -> str:
-        if isinstance(self._image_id, str):
-            return self._image_id
-        if region not in self._image_id:
+        image = self._image_id if isinstance(self._image_id, str) else self._image_id.get(region)
+        if not image:
             raise InvalidRequest(f"no AMI configured for region {region}", provider=NAME)
-        return self._image_id[region]
+        return image
 
-    def _managed_settings(self, req: LaunchRequest) -> tuple[str, str]:
+    def _managed_settings(self, req: LaunchRequest, *, output: bool = False) -> tuple[str, str]:
         image = req.image or self._sagemaker_image
-        if not (self._role_arn and image):
-            raise InvalidRequest("SageMaker needs a role (CLOUDSCHED_SAGEMAKER_ROLE_ARN) and an image", provider=NAME)
+        if not (self._role_arn and image and (self._output_s3 or not output)):
+            raise InvalidRequest("SageMaker needs a role (CLOUDSCHED_SAGEMAKER_ROLE_ARN), an image, and for training "
+                                 "an output (CLOUDSCHED_SAGEMAKER_OUTPUT_S3)", provider=NAME)
         return self._role_arn, image
 
     def _launch_training(self, req: LaunchRequest, key: str) -> Handle:
-        role, image = self._managed_settings(req)
-        if not self._output_s3:
-            raise InvalidRequest("SageMaker training needs CLOUDSCHED_SAGEMAKER_OUTPUT_S3", provider=NAME)
+        role, image = self._managed_settings(req, output=True)
         sm, name = self._client("sagemaker", req.offer.region), sagemaker_name(key)
         algorithm = {"TrainingImage": image, "TrainingInputMode": "File"}
         if req.command:
@@ -300,12 +286,10 @@ class AwsProvider:
         return out
 
     def _describe_ids(self, ec2: Any, ids: list[str]) -> dict[str, dict]:
-        unique, found = list(dict.fromkeys(ids)), {}
-        for start in range(0, len(unique), DESCRIBE_BATCH):
-            instances = _skip_unknown(lambda chunk: list(_instances(ec2, InstanceIds=chunk)),
-                                      unique[start:start + DESCRIBE_BATCH])
-            found.update((i["InstanceId"], i) for i in instances or [])
-        return found
+        unique = list(dict.fromkeys(ids))
+        return {i["InstanceId"]: i for start in range(0, len(unique), DESCRIBE_BATCH)
+                for i in _skip_unknown(lambda chunk: list(_instances(ec2, InstanceIds=chunk)),
+                                       unique[start:start + DESCRIBE_BATCH]) or []}
 
     def _sagemaker_status(self, handle: Handle) -> Status:
         sm = self._client("sagemaker", handle.region)
@@ -346,12 +330,8 @@ class AwsProvider:
         rows = self._client("ec2", offer.region).describe_spot_price_history(
             InstanceTypes=[_instance_type(offer)], ProductDescriptions=["Linux/UNIX"], StartTime=now,
             EndTime=now)["SpotPriceHistory"]
-        latest: dict[str, dict] = {}  # per zone: the price in force now
-        for row in rows:
-            if row["ProductDescription"].startswith("Linux/UNIX") and (
-                    row["AvailabilityZone"] not in latest
-                    or row["Timestamp"] > latest[row["AvailabilityZone"]]["Timestamp"]):
-                latest[row["AvailabilityZone"]] = row
+        latest = {row["AvailabilityZone"]: row for row in sorted(rows, key=lambda row: row["Timestamp"])
+                  if row["ProductDescription"].startswith("Linux/UNIX")}  # per zone: the price in force now
         if not latest:
             return Quote(offer.id, offer.price_per_node_hour, available=False)
         return Quote(offer.id, min(float(row["SpotPrice"]) for row in latest.values()))
@@ -421,22 +401,24 @@ def instance_status(inst: dict | None) -> Status:
         return Status(Phase.GONE)
     state, reason = inst["State"]["Name"], inst.get("StateReason") or {}
     code, message = reason.get("Code", ""), reason.get("Message", "") or state
-    started, ended = inst.get("LaunchTime"), _transition_time(inst.get("StateTransitionReason", ""))
+    transition = re.search(r"\((\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (?:GMT|UTC)\)", inst.get("StateTransitionReason", ""))
+    times = {"started_at": inst.get("LaunchTime"),  # ended: 'User initiated (2024-01-02 03:04:05 GMT)'
+             "ended_at": datetime.fromisoformat(transition[1]).replace(tzinfo=timezone.utc) if transition else None}
     if state in ("pending", "running"):
-        return Status(Phase.PENDING if state == "pending" else Phase.RUNNING, started_at=started)
+        return Status(Phase.PENDING if state == "pending" else Phase.RUNNING, started_at=times["started_at"])
     if code.startswith("Server.Spot"):
-        return Status(Phase.PREEMPTED, message, started_at=started, ended_at=ended)
+        return Status(Phase.PREEMPTED, message, **times)
     if state in ("stopping", "stopped"):
-        return Status(Phase.FAILED, f"stopped outside cloudsched: {message}", started_at=started, ended_at=ended)
+        return Status(Phase.FAILED, f"stopped outside cloudsched: {message}", **times)
     if code == "Client.UserInitiatedShutdown":
-        return Status(Phase.CANCELLED, message, started_at=started, ended_at=ended)
+        return Status(Phase.CANCELLED, message, **times)
     if code == "Client.InstanceInitiatedShutdown":
         exit_tag = _tag_map(inst).get(EXIT_TAG)
         exit_code = int(exit_tag) if exit_tag and exit_tag.lstrip("-").isdigit() else None
         phase = Phase.SUCCEEDED if exit_code == 0 else Phase.FAILED
         text = f"exited with code {exit_code}" if exit_code is not None else "shut down without an exit code"
-        return Status(phase, text, exit_code=exit_code, started_at=started, ended_at=ended)
-    return Status(Phase.FAILED, message, started_at=started, ended_at=ended)
+        return Status(phase, text, exit_code=exit_code, **times)
+    return Status(Phase.FAILED, message, **times)
 
 
 def cluster_status(handle: Handle, instances: list[dict | None]) -> Status:
@@ -459,10 +441,9 @@ def cluster_status(handle: Handle, instances: list[dict | None]) -> Status:
 
 _TRAINING_BOOTING = {"Starting", "Pending", "LaunchingMLInstances", "PreparingTrainingStack", "Downloading",
                      "DownloadingTrainingImage"}
-_ENDPOINT_PHASES = {"Creating": Phase.PENDING, "InService": Phase.RUNNING, "Updating": Phase.RUNNING,
-                    "SystemUpdating": Phase.RUNNING, "RollingBack": Phase.RUNNING,
-                    "UpdateRollbackFailed": Phase.RUNNING, "Deleting": Phase.CANCELLED,
-                    "OutOfService": Phase.FAILED, "Failed": Phase.FAILED}
+# Any other status (InService, Updating, SystemUpdating, RollingBack...) serves: RUNNING.
+_ENDPOINT_PHASES = {"Creating": Phase.PENDING, "Deleting": Phase.CANCELLED, "OutOfService": Phase.FAILED,
+                    "Failed": Phase.FAILED}
 
 
 def training_status(job: dict) -> Status:
@@ -480,7 +461,7 @@ def training_status(job: dict) -> Status:
 
 def endpoint_status(endpoint: dict) -> Status:
     status = endpoint["EndpointStatus"]
-    return Status(_ENDPOINT_PHASES.get(status, Phase.FAILED), endpoint.get("FailureReason") or status,
+    return Status(_ENDPOINT_PHASES.get(status, Phase.RUNNING), endpoint.get("FailureReason") or status,
                   started_at=endpoint.get("CreationTime"))
 
 
@@ -551,19 +532,11 @@ def _env(req: LaunchRequest) -> dict[str, str]:
     return {**req.env, "CLOUDSCHED_JOB_ID": req.job_id, "CLOUDSCHED_NODES": str(req.nodes)}
 
 
-def _tags(req: LaunchRequest, key: str) -> dict[str, str]:
-    return {TAG: key, TAG_JOB: req.job_id, TEAM_TAG: req.team, "Name": req.name}
-
-
 def _tag_list(req: LaunchRequest, key: str) -> list[dict[str, str]]:
-    return [{"Key": k, "Value": v} for k, v in _tags(req, key).items()]
+    tags = {TAG: key, TAG_JOB: req.job_id, TEAM_TAG: req.team, "Name": req.name}
+    return [{"Key": k, "Value": v} for k, v in tags.items()]
 
 
 def _tag_map(resource: dict) -> dict[str, str]:
     return {tag["Key"]: tag["Value"] for tag in resource.get("Tags") or []}
 
-
-def _transition_time(reason: str) -> datetime | None:
-    """When EC2 says the state changed: 'User initiated (2024-01-02 03:04:05 GMT)'."""
-    match = re.search(r"\((\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (?:GMT|UTC)\)", reason)
-    return datetime.fromisoformat(match[1]).replace(tzinfo=timezone.utc) if match else None
