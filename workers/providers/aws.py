@@ -286,10 +286,13 @@ class AwsProvider:
         return out
 
     def _describe_ids(self, ec2: Any, ids: list[str]) -> dict[str, dict]:
-        unique = list(dict.fromkeys(ids))
-        return {i["InstanceId"]: i for start in range(0, len(unique), DESCRIBE_BATCH)
-                for i in _skip_unknown(lambda chunk: list(_instances(ec2, InstanceIds=chunk)),
-                                       unique[start:start + DESCRIBE_BATCH]) or []}
+        """The instances AWS still knows among `ids`, by id: one call per 1,000 (more if some are unknown)."""
+        unique, found = list(dict.fromkeys(ids)), {}
+        for start in range(0, len(unique), DESCRIBE_BATCH):
+            chunk = unique[start:start + DESCRIBE_BATCH]
+            for inst in _skip_unknown(lambda known: list(_instances(ec2, InstanceIds=known)), chunk) or []:
+                found[inst["InstanceId"]] = inst
+        return found
 
     def _sagemaker_status(self, handle: Handle) -> Status:
         sm = self._client("sagemaker", handle.region)
