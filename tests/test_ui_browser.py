@@ -229,6 +229,25 @@ def test_the_page_works_without_javascript(browser, world):
     assert page.locator("[data-testid=considered] tr.chosen").count() >= 1
 
 
+def test_sorting_in_the_browser_and_the_theme_toggle(browser, world):
+    doc = world.rich_plan()
+    page = signed_in(browser, world, "ops", color_scheme="light")
+    page.goto(f"{world.base}/ui/plans/{doc['plan_id']}")
+    page.click("th[data-sort-key=cost] a")
+    page.click("th[data-sort-key=cost] a")  # the second click sorts descending, in the page (no reload)
+    assert "sort=" not in page.url
+    assert page.get_attribute("th[data-sort-key=cost]", "aria-sort") == "descending"
+    names = page.eval_on_selector_all("[data-testid=assignments] tbody tr", "rows => rows.map(r => r.dataset.job)")
+    by_cost = sorted(doc["assignments"], key=lambda a: (-a["total_cost"], a["job_name"]))
+    assert names == [a["job_name"] for a in by_cost]
+    light = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    page.click("[data-theme-toggle]")
+    assert page.evaluate("document.documentElement.dataset.theme") == "dark"
+    assert page.evaluate("getComputedStyle(document.body).backgroundColor") != light
+    page.reload()  # the choice is kept
+    assert page.evaluate("document.documentElement.dataset.theme") == "dark"
+
+
 @pytest.fixture(scope="module")
 def showcase(world) -> dict:
     """A plan under review for the screenshots (made last: the other tests' plans would supersede it)."""

@@ -28,9 +28,10 @@ from scheduler import queries
 from scheduler.errors import CloudschedError, Forbidden, Unauthenticated
 from scheduler.records import Principal
 from scheduler.store import Store
+from scheduler.store_keys import sha256
 
 LOGIN_PATH = "/ui/login"
-DECIDERS = ("ops", "admin")  # who may approve or reject; the services enforce it, the page only hides the form
+DECIDERS = ("ops", "admin")  # the services enforce it; the page hides the form and refuses the POST early
 
 
 class SignInRequired(Unauthenticated):
@@ -75,6 +76,11 @@ def signer(request: Request) -> sessions.SessionSigner:
     if getattr(state, "ui_signer", None) is None:  # made on first use: building the app touches no file
         state.ui_signer = sessions.SessionSigner(sessions.load_secret(state.settings))
     return state.ui_signer
+
+
+def key_id_of(key: str) -> str:
+    """The id `Store.create_api_key` gave the key (what `cloudsched keys list` shows and revoke takes)."""
+    return sha256(key)[:16]
 
 
 def principal_for_key_id(store: Store, key_id: str) -> Principal | None:

@@ -24,6 +24,7 @@ from api.ui.auth import (
     UiRoute,
     Viewer,
     check_csrf,
+    key_id_of,
     safe_next,
     signer,
     wants_html,
@@ -31,7 +32,6 @@ from api.ui.auth import (
 from api.ui.render import SECURITY_HEADERS, page
 from scheduler import services
 from scheduler.errors import CloudschedError, Forbidden, InvalidArgument
-from scheduler.store_keys import sha256
 
 router = APIRouter(prefix="/ui", route_class=UiRoute, include_in_schema=False)
 
@@ -77,11 +77,11 @@ def login(request: Request, store: StoreDep, api_key: FormText = "", csrf: FormT
     """The same key check as the API's; the session keeps the key's id, never the key."""
     if not sessions.csrf_matches(request.cookies.get(sessions.LOGIN_CSRF_COOKIE), csrf):
         raise CsrfRejected()
-    who = store.principal_for_key(api_key.strip())
-    if who is None:
+    key = api_key.strip()
+    if store.principal_for_key(key) is None:
         return _login_page(request, error="That is not a valid API key of this installation (revoked or mistyped).",
                            next_url=safe_next(next), status=401)
-    session = signer(request).new(sha256(api_key.strip())[:16])
+    session = signer(request).new(key_id_of(key))
     response = _redirect(safe_next(next))
     _set_cookie(request, response, sessions.COOKIE, signer(request).dumps(session), max_age=sessions.MAX_AGE_S)
     response.delete_cookie(sessions.LOGIN_CSRF_COOKIE, path=sessions.COOKIE_PATH)
@@ -90,8 +90,8 @@ def login(request: Request, store: StoreDep, api_key: FormText = "", csrf: FormT
 
 @router.post("/logout")
 def logout(request: Request, csrf: FormText = ""):
-    session = signer(request).loads(request.cookies.get(sessions.COOKIE)) if request.cookies.get(sessions.COOKIE) \
-        else None
+    raw = request.cookies.get(sessions.COOKIE)
+    session = signer(request).loads(raw) if raw else None  # no secret needed (or made) without a cookie
     if session is not None and not sessions.csrf_matches(session.csrf, csrf):
         raise CsrfRejected()
     response = _redirect("/ui/login")

@@ -47,10 +47,11 @@
       var v = row.cells[index].dataset.v || "";
       return numeric ? parseFloat(v) : v;
     }
-    rows.sort(function (a, b) {
+    rows.sort(function (a, b) {  // ties by job name, ascending either way (as the server sorts)
       var x = value(a), y = value(b);
-      var order = x < y ? -1 : x > y ? 1 : (a.dataset.job < b.dataset.job ? -1 : 1);
-      return descending ? -order : order;
+      var order = x < y ? -1 : x > y ? 1 : 0;
+      if (order !== 0) return descending ? -order : order;
+      return a.dataset.job < b.dataset.job ? -1 : a.dataset.job > b.dataset.job ? 1 : 0;
     });
     var fragment = document.createDocumentFragment();
     rows.forEach(function (row) { fragment.appendChild(row); });
