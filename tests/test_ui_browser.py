@@ -121,10 +121,14 @@ def browser():
         chromium.close()
 
 
-def signed_in(browser, world: World, who: str, **context_options):
-    """A page of a new browser context, signed in through the form with `who`'s key."""
+def signed_in(browser, world: World, who: str, errors: list | None = None, **context_options):
+    """A page of a new browser context, signed in through the form with `who`'s key; script errors and
+    console errors (a Content-Security-Policy violation is one) go to `errors`."""
     context = browser.new_context(**context_options)
     page = context.new_page()
+    if errors is not None:
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
     page.goto(f"{world.base}/ui/plans")
     assert "/ui/login" in page.url  # no session: redirected to the sign-in form
     page.fill("#api_key", world.keys[who])
@@ -135,7 +139,8 @@ def signed_in(browser, world: World, who: str, **context_options):
 
 def test_ops_reviews_a_plan_opens_why_and_approves(browser, world):
     doc = world.rich_plan()
-    page = signed_in(browser, world, "ops")
+    errors: list[str] = []
+    page = signed_in(browser, world, "ops", errors)
     page.click(f"a[href='/ui/plans/{doc['plan_id']}']")
     page.wait_for_url(f"**/ui/plans/{doc['plan_id']}")
     summary = doc["summary"]
@@ -184,6 +189,7 @@ def test_ops_reviews_a_plan_opens_why_and_approves(browser, world):
     assert "approved by olga" in page.text_content("[data-testid=decision]")
     assert page.locator("[data-testid=decision-form]").count() == 0
     assert world.store.get_plan(doc["plan_id"]).state.value == "approved"
+    assert errors == []
 
 
 def test_a_submitter_sees_no_decision_form_and_no_other_teams_job(browser, world):
