@@ -11,7 +11,7 @@ from api.bodies import reject_unknown_query
 from api.deps import current_principal
 from api.limits import BodyLimitMiddleware
 from api.metrics import Metrics, MetricsMiddleware
-from api.routers import catalog, jobs, ops, plans, validate
+from api.routers import catalog, jobs, ops, plans, reports, validate
 from scheduler.models import JobSpec
 from scheduler.settings import Settings, get_settings
 from scheduler.store import Store
@@ -35,7 +35,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     # The key first (401 before any 422), then no unknown query parameters. A route asking for
     # CurrentPrincipal again gets the same, cached answer: one authentication, one count per request.
     v1 = {"dependencies": [Depends(current_principal), Depends(reject_unknown_query)], "responses": errors.V1_PROBLEMS}
-    for router in (jobs.router, validate.router, catalog.router, plans.router):
+    for router in (jobs.router, validate.router, catalog.router, plans.router, reports.router):
         app.include_router(router, **v1)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # outermost: counts 413s too
