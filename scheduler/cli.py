@@ -28,6 +28,7 @@ app.add_typer(cli_service.keys_app, name="keys")
 app.command()(cli_service.serve)
 app.add_typer(cli_client.jobs_app, name="jobs")
 app.add_typer(cli_client.plan_app, name="plan")
+app.command("cost-report")(cli_client.cost_report)
 
 # emoji=False: offer ids such as "fluidstack:finland:..." must not turn into flags.
 out = Console(emoji=False)

@@ -159,3 +159,23 @@ def approve(plan_id: str,
 def reject(plan_id: str, comment: Annotated[str, typer.Option(help="Why (required).")]) -> None:
     doc = _call(Client().reject_plan, plan_id, comment)
     out.print(f"{plan_id}: {doc['status']}")
+
+
+def cost_report(team: Annotated[Optional[str], typer.Option(help="One team (submitters: always their own).")] = None,
+                since: Annotated[Optional[str], typer.Option(help="Only launches due from then (ISO 8601).")] = None,
+                as_json: Json = False) -> None:
+    """Planned vs actual cost per team, from what the workers launched (over the API)."""
+    report = _call(Client().cost_report, team, since)
+    if as_json:
+        _print_json(report)
+        return
+    table = Table(header_style="bold", title="Planned vs actual cost (USD)")
+    for column in ("team", "jobs", "live", "launches", "re-placed", "planned", "actual", "difference"):
+        table.add_column(column, justify="left" if column == "team" else "right")
+    for row in [*report["teams"], report["total"]]:
+        pct = "" if row["difference_pct"] is None else f" ({row['difference_pct']:+.1f} %)"
+        style = "bold" if row is report["total"] else None
+        table.add_row(row["team"], str(row["jobs"]), str(row["jobs_live"]), str(row["launches"]),
+                      str(row["replacements"]), f"${row['planned_cost']:,.2f}", f"${row['actual_cost']:,.2f}",
+                      f"{row['difference']:+,.2f}{pct}", style=style)
+    out.print(table)

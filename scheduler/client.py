@@ -93,3 +93,8 @@ class Client:
 
     def reject_plan(self, plan_id: str, comment: str) -> dict:
         return self._call("POST", f"/v1/plans/{plan_id}/actions/reject", json={"comment": comment})
+
+    # reports
+    def cost_report(self, team: str | None = None, since: str | None = None) -> dict:
+        params = {k: v for k, v in {"team": team, "since": since}.items() if v}
+        return self._call("GET", "/v1/reports/cost", params=params)

@@ -65,9 +65,38 @@ def run_until_quiet(ex: Executor, clock: SimClock, step_h: float = 1.0, max_step
                 ex.launch(uid)
             except Retry:
                 pass
-        ex.track("fake")
+        adapters = ex.launches.tracked_adapters()
+        for adapter in adapters:
+            ex.track(adapter)
         counts = ex.launches.counts()
-        if not ex.launches.tracked("fake") and counts["due"] == 0 and counts["inflight"] == 0:
+        if not any(ex.launches.tracked(a) for a in adapters) and counts["due"] == 0 and counts["inflight"] == 0:
             return
         clock.advance(hours=step_h)
     raise AssertionError("execution did not settle")
+
+
+def approved_units(store: Store, n: int, *, start: datetime = NOW, run_hours: float = 5.0, market: str = "on-demand",
+                   prefix: str = "u", adapter: str = "fake") -> list[str]:
+    """`n` approved jobs with one due launch unit each, without the solver (fault tests and benchmarks)."""
+    from scheduler.catalog import load_catalog
+    from scheduler.launches import Attempt, LaunchUnit, unit_id
+    from scheduler.lifecycle import JobState
+
+    offer = next(o for o in load_catalog().offers if o.market == market and o.gpu_type == "H100"
+                 and o.gpus_per_node == 8 and o.provider == "runpod")
+    plan_id = "plan-test"
+    units = []
+    for i in range(n):
+        job, _ = store.create_job(spec(f"{prefix}{i}", not_before=start, deadline=start + timedelta(days=3)),
+                                  submitted_by="vera")
+        store.transition_job(job.id, JobState.PLANNED, plan_id=plan_id)
+        store.transition_job(job.id, JobState.APPROVED, plan_id=plan_id)
+        uid = unit_id(job.id, plan_id, 0)
+        units.append(LaunchUnit(
+            id=uid, job_id=job.id, plan_id=plan_id, team=job.team, index=0, deadline=start + timedelta(days=3),
+            planned_cost=round(offer.price_per_node_hour * run_hours, 2),
+            attempts=[Attempt(attempt=1, key=f"{uid}.1", offer_id=offer.id, provider=offer.provider, adapter=adapter,
+                              market=offer.market.value, nodes=1, gpus=8,
+                              price_per_node_hour=offer.price_per_node_hour, run_hours=run_hours, start=start)]))
+    store.launches.add(units)
+    return [u.id for u in units]

@@ -70,3 +70,30 @@ def test_errors_print_the_problem_and_exit_1(api):
 
 def test_reject_requires_a_comment_option(api):
     assert run("plan", "reject", "plan-x").exit_code == 2  # typer: missing --comment
+
+
+def test_cost_report_after_the_jobs_ran(api, tmp_path):
+    from datetime import datetime, timedelta, timezone
+
+    from exec_support import SimClock, executor, run_until_quiet
+
+    path = tmp_path / "jobs.json"
+    path.write_text(json.dumps([spec("train"), spec("eval", team="nlp")]))
+    assert run("jobs", "submit", str(path)).exit_code == 0
+    created = api.client.post("/v1/plans", json={"time_limit_s": 2}, headers=api.auth("ops")).json()
+    assert run("plan", "approve", created["plan_id"], "--fingerprint", created["fingerprint"]).exit_code == 0
+    clock = SimClock(datetime.now(timezone.utc) + timedelta(hours=2))
+    ex, _ = executor(api.store, tmp_path, clock)
+    run_until_quiet(ex, clock)  # the workers' loop, on the fake provider in simulated time
+
+    report = json.loads(run("cost-report", "--json").output)
+    assert [t["team"] for t in report["teams"]] == ["nlp", "vision"]
+    planned = sum(a["total_cost"] for a in created["assignments"])
+    assert report["total"]["planned_cost"] == pytest.approx(planned, abs=0.02)
+    assert report["total"]["actual_cost"] == pytest.approx(planned, rel=0.02)  # ran as planned
+    table = run("cost-report")
+    assert table.exit_code == 0 and "vision" in table.output and "total" in table.output
+    api.who["current"] = "a"  # a submitter of vision sees only vision
+    mine = json.loads(run("cost-report", "--json").output)
+    assert [t["team"] for t in mine["teams"]] == ["vision"]
+    assert run("cost-report", "--team", "nlp").exit_code == 1

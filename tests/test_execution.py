@@ -221,3 +221,33 @@ def test_fake_provider_throttles_above_its_rate(tmp_path, clock):
         fake.launch(request, f"k/p/0.{i}")
     with pytest.raises(Throttled):
         fake.launch(request, "k/p/0.9")
+
+
+def test_cost_report_compares_planned_and_actual_per_team(store, clock, tmp_path):
+    from scheduler.errors import Forbidden
+    from scheduler.records import Principal
+    from scheduler.reports import cost_report
+
+    plan = approved_plan(store, [spec("a"), spec("s", interruptible=True, duration_hours=10,
+                                                  deadline=NOW + timedelta(hours=40))])
+    ex, fake = executor(store, tmp_path, clock, recovery_tolerance=1.0)
+    clock.advance(hours=2)
+    for uid in ex.dispatch():
+        ex.launch(uid)
+    ex.track("fake")
+    clock.advance(hours=3)
+    fake.preempt(1.0)  # the spot job is reclaimed: its first attempt's 3 h are paid and lost
+    ex.track("fake")
+    run_until_quiet(ex, clock)
+    report = cost_report(store, OPS)
+    (team,) = report["teams"]
+    planned = sum(a.total_cost for a in plan.document.assignments)
+    assert team["team"] == "vision" and team["jobs"] == 2 and team["jobs_live"] == 0
+    assert team["planned_cost"] == pytest.approx(planned, abs=0.02)
+    assert team["replacements"] == 1 and team["actual_cost"] > team["planned_cost"]
+    assert team["difference"] == pytest.approx(team["actual_cost"] - team["planned_cost"], abs=0.01)
+    assert report["total"]["actual_cost"] == team["actual_cost"]
+    nlp = Principal(name="nils", role="submitter", team="nlp")
+    assert cost_report(store, nlp)["teams"] == []
+    with pytest.raises(Forbidden):
+        cost_report(store, nlp, team="vision")
