@@ -6,13 +6,18 @@ from __future__ import annotations
 import base64
 import json
 import re
+from datetime import timedelta
 
 import pytest
-from api_support import make_api, plan_body, spec
+from api_support import fake_store, make_api, plan_body, spec
+from exec_support import NOW as EXEC_NOW
+from exec_support import SimClock, approved_plan, executor, run_until_quiet
+from exec_support import spec as exec_spec
 from fastapi.testclient import TestClient
 
 from api.ui import session as sessions
-from api.ui.render import money
+from api.ui.render import money, short_time, signed_money
+from scheduler.lifecycle import JobState
 from scheduler.store_keys import sha256
 
 HTML = {"Accept": "text/html"}
@@ -224,16 +229,103 @@ def test_the_why_page_marks_the_chosen_offer_and_says_what_forbidding_its_provid
     assert 'class="rejected"' in page
 
 
-def test_the_job_page_shows_conditions_planned_cost_and_launch_events(world):
+def test_the_job_page_before_any_launch_shows_conditions_planned_cost_and_no_launch(world):
     world.api.store.append_event("launch.requested", actor="worker", job_id=world.vision,
                                  data={"offer_id": "aws:us-east-1:p5:on-demand"})
     page = world.client("a").get(f"/ui/jobs/{world.vision}").text
     assignment = next(a for a in world.plan["assignments"] if a["job_id"] == world.vision)
-    planned = re.search(r'<tr data-cost="planned">(.*?)</tr>', page, re.S).group(1)
-    assert money(assignment["total_cost"]) in planned
-    launches = re.search(r'data-testid="launches">(.*?)</table>', page, re.S).group(1)
-    assert "launch.requested" in launches and "job.submitted" not in launches
+    assert money(assignment["total_cost"]) in cost_row(page, "planned")
+    assert "no launch yet" in cost_row(page, "actual") and 'data-cost="difference"' not in page
+    assert "No launch yet." in page and 'data-testid="launches"' not in page  # units come with approval
+    assert "launch.requested" in re.search(r'data-testid="events">(.*?)</table>', page, re.S).group(1)
     assert "Planned" in re.search(r'data-testid="conditions">(.*?)</table>', page, re.S).group(1)
+
+
+def cost_row(page: str, key: str) -> str:
+    return re.search(rf'<tr data-cost="{key}">(.*?)</tr>', page, re.S).group(1)
+
+
+def unit_rows(page: str) -> dict[str, list[str]]:
+    """unit id -> the HTML of its attempts' rows, in order."""
+    return {uid: re.findall(r'<tr data-attempt="\d+">(.*?)</tr>', body, re.S)
+            for uid, body in re.findall(r'<tbody data-unit="([^"]+)">(.*?)</tbody>', page, re.S)}
+
+
+class Ran:
+    """Two approved jobs run by the executor on the fake provider in simulated time (exec_support):
+    `steady` on demand to the end, `spot` preempted after 3 h and re-placed."""
+
+    def __init__(self, tmp_path):
+        self.store = fake_store()
+        plan = approved_plan(self.store, [exec_spec("steady"), exec_spec(
+            "spot", interruptible=True, duration_hours=10, deadline=EXEC_NOW + timedelta(hours=40))])
+        self.jobs = {a.job_name: a for a in plan.document.assignments}
+        assert self.jobs["spot"].segments[0].market == "spot"
+        self.clock = SimClock()
+        self.ex, self.fake = executor(self.store, tmp_path, self.clock, recovery_tolerance=1.0)
+        self.clock.advance(hours=2)
+        for uid in self.ex.dispatch():
+            self.ex.launch(uid)
+        self.ex.track("fake")
+        self.clock.advance(hours=3)
+        assert len(self.fake.preempt(1.0, market="spot")) == 1
+        assert self.ex.track("fake").get("replaced") == 1
+        self.api = make_api(self.store, ui_session_secret=SECRET)
+
+    def page(self, name: str) -> str:
+        browser = TestClient(self.api.client.app, headers=HTML)
+        assert sign_in(browser, self.api.keys["ops"]).status_code == 303
+        return browser.get(f"/ui/jobs/{self.jobs[name].job_id}").text
+
+
+@pytest.fixture
+def ran(tmp_path):
+    return Ran(tmp_path)
+
+
+def test_the_job_page_of_a_succeeded_job_shows_its_launch_and_actual_cost(ran):
+    run_until_quiet(ran.ex, ran.clock)
+    job_id = ran.jobs["steady"].job_id
+    assert ran.store.get_job(job_id).state is JobState.SUCCEEDED
+    (unit,) = ran.store.launches.of_job(job_id)
+    page = ran.page("steady")
+    (row,) = unit_rows(page)[unit.id]
+    attempt = unit.current
+    assert attempt.offer_id in row and "ended · succeeded" in row and "<td>fake<br>" in row
+    assert attempt.handle["id"] in row and money(attempt.cost) in row
+    for at in (attempt.launched_at, attempt.running_at, attempt.ended_at):
+        assert short_time(at) in row
+    assert unit.actual_cost > 0
+    assert money(unit.actual_cost) in cost_row(page, "actual") and "so far" not in cost_row(page, "actual")
+    assert money(ran.jobs["steady"].total_cost) in cost_row(page, "planned")
+    assert signed_money(round(unit.actual_cost - ran.jobs["steady"].total_cost, 2)) in cost_row(page, "difference")
+
+
+def test_the_job_page_of_a_preempted_job_shows_both_attempts_and_the_cost_so_far(ran):
+    job_id = ran.jobs["spot"].job_id
+    (unit,) = ran.store.launches.of_job(job_id)
+    first, second = unit.attempts
+    page = ran.page("spot")
+    rows = unit_rows(page)[unit.id]
+    assert len(rows) == 2
+    assert "ended · preempted" in rows[0] and money(first.cost) in rows[0] and first.offer_id in rows[0]
+    assert "queued" in rows[1] and f"due {short_time(second.start)}" in rows[1] and second.offer_id in rows[1]
+    assert "re-placed after attempt 1 preempted" in rows[1]
+    actual = cost_row(page, "actual")
+    assert "actual so far" in actual and money(first.cost) in actual and "2 attempts on 1 unit" in actual
+    assert 'data-cost="difference"' not in page  # not before the job ends
+
+    run_until_quiet(ran.ex, ran.clock)
+    (unit,) = ran.store.launches.of_job(job_id)
+    assert ran.store.get_job(job_id).state is JobState.SUCCEEDED
+    page = ran.page("spot")
+    rows = unit_rows(page)[unit.id]
+    assert "ended · preempted" in rows[0] and "ended · succeeded" in rows[1]
+    assert unit.actual_cost == round(first.cost + unit.current.cost, 2) and unit.current.cost > 0
+    actual = cost_row(page, "actual")
+    assert money(unit.actual_cost) in actual and "so far" not in actual
+    planned = ran.jobs["spot"].total_cost
+    assert signed_money(round(unit.actual_cost - planned, 2)) in cost_row(page, "difference")
 
 
 def test_the_plan_list_says_who_decided(world):

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from api.ui import gantt, views
+from api.ui import gantt, history, views
 from api.ui.render import money, signed_money
 from api.ui.session import SessionSigner, load_secret
+from scheduler.launches import Attempt, LaunchUnit
 from scheduler.models import Assignment, JobSpec, Offer, PlanDocument, Segment
 from scheduler.queries import ConsideredOffer
 from scheduler.settings import Settings
@@ -190,6 +191,60 @@ def test_a_long_plan_gets_a_wide_chart_not_thin_bars():
     short = next(b for b in chart.bars if b.job_name == "short")
     assert short.width >= gantt.MIN_PX_PER_HOUR and chart.width > gantt.LABEL_WIDTH + gantt.PLOT_WIDTH
     assert gantt.layout([], ARCH, 12.0).empty
+
+
+# -- a job's launches and costs -------------------------------------------------------------
+
+
+def attempt(n: int, *, start: str = f"{DAY}02:00:00Z", state: str = "ended", phase: str | None = "succeeded",
+            cost: float | None = 50.0, **extra) -> Attempt:
+    return Attempt(attempt=n, key=f"job_x/plan-a/0.{n}", offer_id="aws:us-east-1:p5.48xlarge:on-demand",
+                   provider="aws", adapter="fake", market="on-demand", nodes=1, gpus=8, price_per_node_hour=10.0,
+                   run_hours=5.0, start=start, state=state, phase=phase, cost=cost, **extra)
+
+
+def unit(*attempts: Attempt, plan_id: str = "plan-a", index: int = 0, planned: float = 100.0) -> LaunchUnit:
+    return LaunchUnit(id=f"job_x/{plan_id}/{index}", job_id="job_x", plan_id=plan_id, team="vision", index=index,
+                      deadline="2026-11-25T00:00:00Z", planned_cost=planned, attempts=list(attempts))
+
+
+def test_costs_before_any_launch():
+    placed = assignment("x", cost=120.0)
+    assert [(c.key, c.value, c.note) for c in history.cost_lines(placed, "plan-a", [], terminal=False)] == [
+        ("planned", 120.0, "plan plan-a"), ("actual", None, "no launch yet")]
+    assert history.cost_lines(None, None, [], terminal=False)[0].note == "not placed by a plan"
+
+
+def test_a_running_job_costs_what_its_ended_attempts_cost_so_far():
+    running = unit(attempt(1, phase="preempted", cost=20.0), attempt(2, state="launched", phase="running", cost=None))
+    planned, actual = history.cost_lines(assignment("x", cost=100.0), "plan-a", [running], terminal=False)
+    assert (actual.label, actual.value) == ("actual so far", 20.0)
+    assert actual.note == "2 attempts on 1 unit; 1 running, counted when it ends"
+
+
+def test_a_terminal_job_gets_the_difference_over_all_its_plans_units():
+    units = [unit(attempt(1, cost=70.0)), unit(attempt(1, cost=55.5), plan_id="plan-b")]
+    lines = history.cost_lines(assignment("x", cost=100.0), "plan-b", units, terminal=True)
+    assert [(c.key, c.label, c.value) for c in lines] == [
+        ("planned", "planned", 100.0), ("actual", "actual", 125.5), ("difference", "actual − planned", 25.5)]
+    assert lines[1].note == "2 attempts on 2 units of 2 plans" and lines[2].note == "+25.5% of planned"
+    assert lines[2].signed
+
+
+def test_attempt_rows_say_where_what_state_and_why_a_re_placement_exists():
+    later = unit(attempt(1, start=f"{DAY}09:00:00Z"), index=1)
+    first = unit(attempt(1, phase="preempted", cost=20.0, handle={"provider": "aws", "id": "i-1"}, billed_usd=20.0),
+                 attempt(2, start=f"{DAY}05:00:00Z", state="queued", phase=None, cost=None))
+    shown = history.unit_views([later, first])
+    assert [v.index for v in shown] == [0, 1]  # by when each unit was first due
+    preempted, queued = shown[0].attempts
+    assert (preempted.region, preempted.state, preempted.status, preempted.instance, preempted.billed) == (
+        "us-east-1", "ended · preempted", "preempted", "i-1", True)
+    assert (queued.state, queued.status, queued.instance, queued.billed) == ("queued", "queued", "", False)
+    assert queued.message == "re-placed after attempt 1 preempted" and preempted.message == ""
+    refused = history.attempt_row(attempt(1, state="refused", phase=None, reason="CapacityGone", message="no capacity"))
+    assert (refused.state, refused.reason, refused.message) == ("refused", "CapacityGone", "no capacity")
+    assert history.region_of("not-an-offer-id") == ""
 
 
 # -- session, secret, formats --------------------------------------------------------------

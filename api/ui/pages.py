@@ -9,12 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from api.conditions import job_conditions
-from api.ui import gantt, views
+from api.ui import gantt, history, views
 from api.ui.auth import Viewer
 from scheduler import queries, services
 from scheduler.catalog import Catalog, load_catalog
 from scheduler.fingerprint import PlanInputs, what_changed
-from scheduler.lifecycle import PlanState
+from scheduler.lifecycle import TERMINAL_JOB_STATES, PlanState
 from scheduler.reasons import STATIC_WORDS
 from scheduler.store import Store
 
@@ -84,17 +84,16 @@ def why_context(store: Store, viewer: Viewer, plan_id: str, job_id: str, show_al
 
 
 def job_context(store: Store, viewer: Viewer, job_id: str) -> dict:
-    """Conditions, events, launches and costs. Launch records and actual cost come from the execution
-    layer once it exists; until then the launches are the job's `launch.*` events."""
-    job, events = queries.job_with_events(store, viewer.principal, job_id)
+    """Conditions, events, the launch units with their attempts, and planned vs actual cost."""
+    job, events = queries.job_with_events(store, viewer.principal, job_id)  # access first, as the API's
     assignment = None
     if job.plan_id:
         assignment = views.assignment_of(services.get_plan(store, viewer.principal, job.plan_id), job.id)
-    costs = [{"label": "planned", "value": assignment.total_cost if assignment else None,
-              "note": f"plan {job.plan_id}" if assignment else "not placed by a plan"}]
+    units = store.launches.of_job(job.id)
+    terminal = job.state in TERMINAL_JOB_STATES
     return {"viewer": viewer, "job": job, "conditions": job_conditions(job, events), "events": events,
-            "launches": [e for e in events if e.type.startswith("launch.")], "assignment": assignment,
-            "costs": costs}
+            "units": history.unit_views(units), "assignment": assignment,
+            "costs": history.cost_lines(assignment, job.plan_id, units, terminal)}
 
 
 def plans_context(store: Store, viewer: Viewer, cursor: str | None) -> dict:
