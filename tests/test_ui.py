@@ -135,6 +135,7 @@ def test_sign_out_needs_the_token_and_ends_the_session(world):
     browser = world.client("ops")
     assert browser.post("/ui/logout", data={"csrf": "forged"}).status_code == 403
     token = page_csrf(browser, "/ui/plans")
+    assert page_csrf(browser, "/ui/plans") != token  # masked afresh on every page (BREACH)
     response = browser.post("/ui/logout", data={"csrf": token}, follow_redirects=False)
     assert response.status_code == 303 and response.headers["location"] == "/ui/login"
     assert browser.get("/ui/plans", follow_redirects=False).status_code == 303

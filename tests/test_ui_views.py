@@ -7,7 +7,7 @@ import pytest
 
 from api.ui import gantt, history, views
 from api.ui.render import money, signed_money
-from api.ui.session import SessionSigner, load_secret
+from api.ui.session import SessionSigner, csrf_matches, load_secret, mask_csrf
 from scheduler.launches import Attempt, LaunchUnit
 from scheduler.models import Assignment, JobSpec, Offer, PlanDocument, Segment
 from scheduler.queries import ConsideredOffer
@@ -264,6 +264,17 @@ def test_the_session_signer_round_trips_and_refuses_tampering_other_secrets_and_
     assert signer.loads(value) is None
     with pytest.raises(ValueError):
         SessionSigner(b"short")
+
+
+def test_csrf_tokens_are_masked_afresh_and_only_the_sessions_token_matches():
+    token = "t0k3n-of-the-session_abcdefghijkl"
+    first, second = mask_csrf(token), mask_csrf(token)
+    assert first != second and token not in first + second  # no fixed bytes for a compressed page to leak
+    assert csrf_matches(token, first) and csrf_matches(token, second)
+    assert not csrf_matches(token, token) and not csrf_matches(token, mask_csrf(token + "x"))
+    for given in ("", None, "forged", "a", "%%%", "é"):
+        assert not csrf_matches(token, given)
+    assert not csrf_matches("", mask_csrf(""))
 
 
 def test_the_secret_is_generated_once_and_kept_private(tmp_path):

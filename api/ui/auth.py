@@ -60,7 +60,8 @@ class Viewer:
 
     @property
     def csrf(self) -> str:
-        return self.session.csrf if self.session else ""
+        """The session's token for a form, masked afresh on every use."""
+        return sessions.mask_csrf(self.session.csrf) if self.session else ""
 
     @property
     def can_decide(self) -> bool:

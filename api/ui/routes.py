@@ -59,8 +59,8 @@ def home() -> RedirectResponse:
 
 def _login_page(request: Request, *, error: str = "", next_url: str = "/ui/plans", status: int = 200):
     token = request.cookies.get(sessions.LOGIN_CSRF_COOKIE) or secrets.token_urlsafe(24)
-    response = page(request, "ui/login.html", {"viewer": None, "csrf": token, "error": error, "next": next_url},
-                    status=status)
+    response = page(request, "ui/login.html", {"viewer": None, "csrf": sessions.mask_csrf(token), "error": error,
+                                               "next": next_url}, status=status)
     _set_cookie(request, response, sessions.LOGIN_CSRF_COOKIE, token, max_age=3600)
     return response
 

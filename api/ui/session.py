@@ -2,9 +2,9 @@
 
 Signing in posts an API key once; the cookie then holds the key's id (the first 16 hex
 digits of its SHA-256, as `cloudsched keys list` shows it) — never the key — plus a random
-CSRF token and the time it was issued, signed with HMAC-SHA256 (the standard library: no
-dependency beyond what the API already has). Every request looks the key id up again, so
-revoking the key ends the session at the next click.
+CSRF token (forms carry it masked afresh: `mask_csrf`) and the time it was issued, signed
+with HMAC-SHA256 (the standard library: no dependency beyond what the API already has).
+Every request looks the key id up again, so revoking the key ends the session at the next click.
 
 The signing secret is `CLOUDSCHED_UI_SESSION_SECRET`, else one generated once and kept in
 `<data_dir>/ui-session-secret` (mode 0600), so sessions survive a restart and every process
@@ -83,8 +83,36 @@ class SessionSigner:
         return session
 
 
+def mask_csrf(token: str) -> str:
+    """The token as a form carries it: a fresh random pad, then the token XOR the pad.
+
+    Pages go out gzip'd, and some repeat what the caller sent (an id in an error, the sign-in
+    form's `next`); a secret that is the same bytes in every page could then be read from the
+    compressed sizes (BREACH). Masked, no two pages carry the same bytes.
+    """
+    raw = token.encode()
+    pad = secrets.token_bytes(len(raw))
+    return _b64(pad + bytes(a ^ b for a, b in zip(raw, pad)))
+
+
+def _unmask(given: str) -> str | None:
+    try:
+        data = _unb64(given)
+    except ValueError:
+        return None
+    half = len(data) // 2
+    if not half or len(data) % 2:
+        return None
+    try:
+        return bytes(a ^ b for a, b in zip(data[:half], data[half:])).decode("ascii")
+    except UnicodeDecodeError:
+        return None
+
+
 def csrf_matches(expected: str | None, given: str | None) -> bool:
-    return bool(expected) and bool(given) and hmac.compare_digest(expected, given)
+    """Whether a form's (masked) token is the session's."""
+    token = _unmask(given) if given else None
+    return bool(expected) and token is not None and hmac.compare_digest(expected.encode(), token.encode())
 
 
 def load_secret(settings: Settings) -> bytes:
