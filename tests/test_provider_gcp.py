@@ -212,7 +212,7 @@ def test_launch_sends_one_insert_with_our_labels_request_id_and_spot_settings(ap
     body = json.loads(insert.request.body)
     query = parse_qs(urlsplit(insert.request.url).query)
     assert query["requestId"] == [str(uuid.uuid5(gcp._REQUEST_NS, f"{KEY}#0"))]
-    assert body["name"] == f"{gcp.instance_base(KEY)}-0" == f"{handle.id}-0"
+    assert body["name"] == f"{gcp.vm_base(KEY)}-0" == f"{handle.id}-0"
     assert re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", body["name"])
     assert body["labels"][TAG] == gcp.label_value(KEY) and body["labels"][TAG_JOB] == "job_01jd2k8q6v3m9x4c7b2n5r8t1w"
     assert all(re.fullmatch(r"[a-z0-9_-]{0,63}", v) for v in body["labels"].values())
@@ -281,7 +281,7 @@ def test_409_for_an_instance_of_another_key_is_refused(api, provider):
 
 def test_negative_control_random_request_ids_and_names_make_two_vms(api, provider, monkeypatch):
     """The checks above can fail: without a name and request id derived from the key, a retry is a new VM."""
-    monkeypatch.setattr(gcp, "instance_base", lambda key: f"cs-{uuid.uuid4().hex[:12]}")
+    monkeypatch.setattr(gcp, "vm_base", lambda key: f"cs-{uuid.uuid4().hex[:12]}")
     monkeypatch.setattr(gcp, "request_id", lambda key, node: str(uuid.uuid4()))
     api.drop_next_insert_response = True
     with pytest.raises(Transient):
@@ -420,9 +420,9 @@ def test_list_ours_returns_live_launches_with_their_exact_keys(api, provider):
 
 def test_names_and_labels_are_valid_deterministic_and_distinct():
     keys = ["k", "K", "a:b", "a-b", "x" * 300, "Ünïcode/ключ", ""]
-    names = [gcp.instance_base(k) for k in keys]
+    names = [gcp.vm_base(k) for k in keys]
     labels = [gcp.label_value(k) for k in keys]
-    assert names == [gcp.instance_base(k) for k in keys] and len(set(names)) == len(keys)
+    assert names == [gcp.vm_base(k) for k in keys] and len(set(names)) == len(keys)
     assert len(set(labels)) == len(keys)
     assert all(re.fullmatch(r"[a-z][-a-z0-9]{0,56}", n) for n in names)
     assert all(re.fullmatch(r"[a-z0-9_-]{0,63}", v) for v in labels)

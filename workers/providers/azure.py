@@ -23,15 +23,16 @@ Choices:
 - Network: the NIC is created with the VM and deleted with it (`networkInterfaceConfigurations`, needs
   `subnet_id`); os disk deleted with the VM too, so `cancel` leaves nothing behind. Image: Microsoft's
   Ubuntu HPC image (NVIDIA drivers, InfiniBand, Docker); SSH key login only (`ssh_public_key`).
-- The job: cloud-init custom data runs the command once (in `docker run --gpus all` if the request names
-  an image) and powers the VM off. With `identity_id` (a user-assigned identity allowed to write tags on the
-  resource group) it first merges tag `cloudsched-exit=<code>` on its VM. A powered-off VM still holds
-  (and bills) its hardware until `cancel`: the reconcile loop cancels ended launches.
+- The job: cloud-init custom data runs the command once (`bootstrap.job_command`: in `docker run --gpus all`
+  if the request names an image) and powers the VM off. With `identity_id` (a user-assigned identity allowed
+  to write tags on the resource group) it first merges tag `cloudsched-exit=<code>` on its VM. A powered-off
+  VM still holds (and bills) its hardware until `cancel`: the reconcile loop cancels ended launches.
 - Phases: provisioningState Failed (e.g. AllocationFailed) -> FAILED with Azure's code; Deleting ->
   PREEMPTED (Spot) or CANCELLED; PowerState starting/unknown or no power state yet -> PENDING;
   running/stopping -> RUNNING; stopped/deallocating/deallocated -> SUCCEEDED or FAILED by the exit tag,
-  FAILED without one; a missing VM -> GONE (PREEMPTED for Spot). Several nodes combine as on GCP: any
-  PREEMPTED, else FAILED, else PENDING, else RUNNING, else SUCCEEDED; some nodes missing -> FAILED.
+  FAILED without one; a missing VM -> GONE (PREEMPTED for Spot). Several nodes combine as on GCP
+  (`bootstrap.combine`): any PREEMPTED, else FAILED, else CANCELLED, else PENDING, else RUNNING, else
+  SUCCEEDED; some nodes missing -> FAILED.
 - Several nodes: a launch that fails at node k leaves VMs 0..k-1 with our tags; `list_ours` reports them
   (one Owned per key), so the reconcile loop can cancel a launch it does not track.
 - Errors: `translate` is the one place SDK errors become our tree; programming errors are not caught.
@@ -40,9 +41,7 @@ Choices:
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
-import re
 import shlex
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -78,6 +77,7 @@ from workers.providers.base import (
     Transient,
     catalog_quote,
 )
+from workers.providers.bootstrap import by_launch, combine, job_command, job_script, node_names, vm_base
 
 NAME = "azure"
 EXIT_TAG = "cloudsched-exit"
@@ -86,7 +86,6 @@ NETWORK_API_VERSION = "2020-11-01"  # the first that lets a VM create its own NI
 _QUOTA = {"QuotaExceeded", "OperationNotAllowed"}
 _CAPACITY = {"SkuNotAvailable", "AllocationFailed", "ZonalAllocationFailed", "OverconstrainedAllocationRequest",
              "OverconstrainedZonalAllocationRequest"}
-_NODE = re.compile(r"(.+)-(\d+)")
 T = TypeVar("T")
 
 
@@ -134,14 +133,7 @@ def _translated() -> Iterator[None]:
         raise translate(exc) from exc
 
 
-# -- names and the job ----------------------------------------------------------------------
-
-def vm_base(key: str) -> str:
-    """The VM name stem for a key (node i is `<stem>-<i>`): lowercase [a-z0-9-], 56 chars at most."""
-    slug = re.sub(r"[^a-z0-9]+", "-", key.lower()).strip("-")[:40]
-    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-    return f"cs-{slug}-{digest}" if slug else f"cs-{digest}"
-
+# -- the job on the VM ----------------------------------------------------------------------
 
 _REPORT = """python3 - "$code" "$identity" <<'PY' || true
 import json, sys, urllib.request as u
@@ -157,22 +149,10 @@ u.urlopen(u.Request("https://management.azure.com%s/providers/Microsoft.Resource
 PY"""
 
 
-def job_command(req: LaunchRequest, node: int = 0) -> str:
-    """The shell command that runs the job on node `node`: in its container image if it names one."""
-    argv = req.command if isinstance(req.command, list) else (["sh", "-c", req.command] if req.command else [])
-    env = {**req.env, "CLOUDSCHED_JOB_ID": req.job_id, "CLOUDSCHED_NODES": str(req.nodes),
-           "CLOUDSCHED_NODE_RANK": str(node)}
-    if req.image:
-        flags = [arg for k, v in sorted(env.items()) for arg in ("-e", f"{k}={v}")]
-        return shlex.join(["docker", "run", "--rm", "--gpus", "all", "--network", "host", "--ipc", "host",
-                           *flags, req.image, *argv])
-    return shlex.join(["env", *(f"{k}={v}" for k, v in sorted(env.items())), *(argv or ["true"])])
-
-
 def boot_script(req: LaunchRequest, identity_id: str | None, node: int = 0) -> str:
     """cloud-init runs it once: the job, then (with an identity) the exit-code tag, then power-off."""
     report = [f"identity={shlex.quote(identity_id)}", _REPORT] if identity_id else []
-    return "\n".join(["#!/bin/bash", job_command(req, node), "code=$?", *report, "poweroff", ""])
+    return job_script(job_command(req, node), report=report, power_off="poweroff")
 
 
 # -- the adapter ----------------------------------------------------------------------------
@@ -260,35 +240,29 @@ class AzureProvider:
 
     def status(self, handle: Handle) -> Status:
         rg, spot = handle.extra.get("resource_group", self.resource_group), bool(handle.extra.get("spot"))
-        return _combine([_node_status(self._call(self._vms.get, rg, f"{handle.id}-{i}", missing_ok=True,
-                                                 expand="instanceView"), spot)
-                         for i in range(int(handle.extra.get("nodes", 1)))])
+        return combine([_node_status(self._call(self._vms.get, rg, name, missing_ok=True, expand="instanceView"),
+                                     spot) for name in node_names(handle)])
 
     def statuses(self, handles: Iterable[Handle]) -> dict[str, Status]:
         handles = list(handles)
         groups = {h.extra.get("resource_group", self.resource_group) for h in handles}
         vms = {(rg, name): vm for rg in sorted(groups) for name, vm in self._ours(rg).items()}
-        return {h.id: _combine([_node_status(vms.get((h.extra.get("resource_group", self.resource_group),
-                                                      f"{h.id}-{i}")), bool(h.extra.get("spot")))
-                                for i in range(int(h.extra.get("nodes", 1)))]) for h in handles}
+        return {h.id: combine([_node_status(vms.get((h.extra.get("resource_group", self.resource_group), name)),
+                                            bool(h.extra.get("spot"))) for name in node_names(h)]) for h in handles}
 
     def cancel(self, handle: Handle) -> None:
         rg = handle.extra.get("resource_group", self.resource_group)
-        for node in range(int(handle.extra.get("nodes", 1))):
-            self._call(self._vms.begin_delete, rg, f"{handle.id}-{node}", missing_ok=True, polling=False)
+        for name in node_names(handle):
+            self._call(self._vms.begin_delete, rg, name, missing_ok=True, polling=False)
 
     def quote(self, offer: Offer) -> Quote:
         return catalog_quote(offer)
 
     def list_ours(self) -> list[Owned]:
-        groups: dict[str, list[Any]] = {}
-        for name, vm in sorted(self._ours(self.resource_group).items()):
-            match = _NODE.fullmatch(name)
-            groups.setdefault(match[1] if match else name, []).append(vm)
         owned = []
-        for base, nodes in groups.items():
+        for base, nodes in by_launch(self._ours(self.resource_group)).items():
             spot = nodes[0].properties.priority == "Spot"
-            status = _combine([_node_status(vm, spot) for vm in nodes])
+            status = combine([_node_status(vm, spot) for vm in nodes])
             if not status.phase.ended:
                 handle = Handle(provider=NAME, id=base, region=nodes[0].location,
                                 extra={"resource_group": self.resource_group, "nodes": len(nodes), "spot": spot})
@@ -323,18 +297,3 @@ def _node_status(vm: Any, spot: bool) -> Status:
                       exit_code=exit_code)
     return Status(Phase.PENDING, f"{state} {power}".strip())
 
-
-def _combine(nodes: list[Status]) -> Status:
-    """One status for the nodes of a launch (see the module docstring)."""
-    gone = [s for s in nodes if s.phase is Phase.GONE]
-    if len(gone) == len(nodes):
-        return nodes[0]
-    for phase in (Phase.PREEMPTED, Phase.FAILED, Phase.CANCELLED):
-        if hit := next((s for s in nodes if s.phase is phase), None):
-            return hit
-    if gone:
-        return Status(Phase.FAILED, f"{len(gone)} of {len(nodes)} nodes are gone")
-    for phase in (Phase.PENDING, Phase.RUNNING):
-        if hit := next((s for s in nodes if s.phase is phase), None):
-            return hit
-    return Status(Phase.SUCCEEDED, nodes[0].message, exit_code=0)

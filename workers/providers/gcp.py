@@ -10,10 +10,11 @@ API calls (all with `timeout=` and `retry=None`: the Celery task owns retries):
 - quote: `catalog_quote` (the Compute API has no prices; the Cloud Billing Catalog is another package).
 
 Choices:
-- Idempotency: node i's instance name is `cs-<key slug>-<sha256(key)[:12]>-<i>` and its `requestId` is
-  uuid5(key#i): a retry within GCP's request-id window returns the same Operation, a later one hits
-  409 alreadyExists and adopts the instance found under that name (names are unique per zone, so the zone
-  is deterministic too). An existing instance with that name but another key label is refused.
+- Idempotency: node i's instance name is `cs-<key slug>-<sha256(key)[:12]>-<i>` (`bootstrap.vm_base`, as
+  on Azure) and its `requestId` is uuid5(key#i): a retry within GCP's request-id window returns the same
+  Operation, a later one hits 409 alreadyExists and adopts the instance found under that name (names are
+  unique per zone, so the zone is deterministic too). An existing instance with that name but another key
+  label is refused.
 - Labels `TAG`/`TAG_JOB` hold the key and job id encoded for label values (lowercase [a-z0-9_-]{0,63}:
   kept as is if they already fit, else a slug plus a hash); the exact strings ride in metadata items
   `cloudsched-key`/`cloudsched-job`, which `list_ours` reads back.
@@ -24,20 +25,20 @@ Choices:
   GPUs cannot live-migrate, so onHostMaintenance=TERMINATE.
 - Spot offers: provisioningModel SPOT, instanceTerminationAction STOP (not DELETE), so a preempted VM
   stays as TERMINATED and its preemption can be read back; `cancel` (the reconcile loop) deletes it.
-- The job: a startup script runs the command once (in `docker run --gpus all` when the request names an
-  image), writes its exit code into label `cloudsched-exit` (setLabels with the VM's service account,
-  cloud-platform scope), then powers off. TERMINATED + that label -> SUCCEEDED or FAILED; TERMINATED
-  without it -> PREEMPTED if a `compute.instances.preempted` operation names it, else FAILED. A TERMINATED
-  instance still bills its disk until `cancel`: the reconcile loop cancels ended launches.
+- The job: a startup script runs the command once (`bootstrap.job_command`: in `docker run --gpus all` when
+  the request names an image), writes its exit code into label `cloudsched-exit` (setLabels with the VM's
+  service account, cloud-platform scope), then powers off. TERMINATED + that label -> SUCCEEDED or FAILED;
+  TERMINATED without it -> PREEMPTED if a `compute.instances.preempted` operation names it, else FAILED. A
+  TERMINATED instance still bills its disk until `cancel`: the reconcile loop cancels ended launches.
 - Several nodes: a launch that fails at node k leaves nodes 0..k-1 running with our labels; `list_ours`
   reports them (one Owned per key), so the reconcile loop can cancel a launch it does not track.
 - An insert whose Operation fails later (a stockout is usually reported there, not on the insert) leaves
   no instance: the launch then reads as GONE. The adapter does not fetch the Operation's error.
 - Phases: PROVISIONING/STAGING/PENDING/REPAIRING -> PENDING; RUNNING/STOPPING/PENDING_STOP/DEPROVISIONING
   -> RUNNING (not ended until TERMINATED); SUSPENDING/SUSPENDED -> FAILED (we never suspend); a missing
-  instance -> GONE. Several nodes: any PREEMPTED, else FAILED, else PENDING, else RUNNING, else SUCCEEDED;
-  some nodes missing -> FAILED. The list call does not ask for partial success, so an unreachable zone
-  fails the call (Transient) instead of making its instances look GONE.
+  instance -> GONE. Several nodes (`bootstrap.combine`): any PREEMPTED, else FAILED, else PENDING, else
+  RUNNING, else SUCCEEDED; some nodes missing -> FAILED. The list call does not ask for partial success,
+  so an unreachable zone fails the call (Transient) instead of making its instances look GONE.
 - Errors: `translate` is the one place SDK errors become our tree; programming errors are not caught.
 """
 
@@ -48,7 +49,6 @@ import functools
 import hashlib
 import io
 import re
-import shlex
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -82,6 +82,7 @@ from workers.providers.base import (
     Transient,
     catalog_quote,
 )
+from workers.providers.bootstrap import by_launch, combine, job_command, job_script, node_names, vm_base
 
 NAME = "gcp"
 EXIT_LABEL = "cloudsched-exit"
@@ -89,7 +90,6 @@ META_KEY, META_JOB = "cloudsched-key", "cloudsched-job"
 DEFAULT_IMAGE = "projects/deeplearning-platform-release/global/images/family/common-cu129-ubuntu-2204-nvidia-580"
 _REQUEST_NS = uuid.UUID("5d0c7a52-3f0e-4b8e-9a51-2c1f0b6a9e33")  # fixed: request ids must not change
 _N1_GPU = re.compile(r"(n1-[a-z]+-\d+)-([a-z0-9]+)x(\d+)")
-_NODE = re.compile(r"(.+)-(\d+)")
 _PENDING = {"PROVISIONING", "STAGING", "PENDING", "REPAIRING"}
 _NOT_YET_ENDED = {"RUNNING", "STOPPING", "PENDING_STOP", "DEPROVISIONING"}
 _SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
@@ -149,12 +149,6 @@ def _digest(text: str, n: int = 12) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:n]
 
 
-def instance_base(key: str) -> str:
-    """The instance name stem for a key (node i is `<stem>-<i>`): [a-z][-a-z0-9]*, 56 chars at most."""
-    slug = re.sub(r"[^a-z0-9]+", "-", key.lower()).strip("-")[:40]
-    return f"cs-{slug}-{_digest(key)}" if slug else f"cs-{_digest(key)}"
-
-
 def label_value(text: str) -> str:
     """`text` as a GCP label value: unchanged if it fits, else a readable slug and a hash of the exact text."""
     if re.fullmatch(r"[a-z0-9_-]{0,63}", text):
@@ -204,23 +198,10 @@ u.urlopen(u.Request(url + "/setLabels", json.dumps(body).encode(), auth, method=
 PY"""
 
 
-def job_command(req: LaunchRequest, node: int = 0) -> str:
-    """The shell command that runs the job on node `node`: in its container image if it names one."""
-    argv = req.command if isinstance(req.command, list) else (["sh", "-c", req.command] if req.command else [])
-    env = {**req.env, "CLOUDSCHED_JOB_ID": req.job_id, "CLOUDSCHED_NODES": str(req.nodes),
-           "CLOUDSCHED_NODE_RANK": str(node)}
-    if req.image:
-        flags = [arg for k, v in sorted(env.items()) for arg in ("-e", f"{k}={v}")]
-        return shlex.join(["docker", "run", "--rm", "--gpus", "all", "--network", "host", "--ipc", "host",
-                           *flags, req.image, *argv])
-    return shlex.join(["env", *(f"{k}={v}" for k, v in sorted(env.items())), *(argv or ["true"])])
-
-
 def startup_script(req: LaunchRequest, node: int = 0) -> str:
     """Runs the job once (the script reruns at every boot), reports its exit code as a label, powers off."""
     once = ["[ -e /var/lib/cloudsched/done ] && exit 0", "mkdir -p /var/lib/cloudsched"]
-    return "\n".join(["#!/bin/bash", *once, job_command(req, node), "code=$?", "touch /var/lib/cloudsched/done",
-                      _REPORT, "shutdown -h now", ""])
+    return job_script(job_command(req, node), setup=once, report=["touch /var/lib/cloudsched/done", _REPORT])
 
 
 # -- the adapter ----------------------------------------------------------------------------
@@ -267,7 +248,7 @@ class GcpProvider:
         return found[0]
 
     def launch(self, placement: LaunchRequest, idempotency_key: str) -> Handle:
-        zone, base = self.zone_for(placement.offer), instance_base(idempotency_key)
+        zone, base = self.zone_for(placement.offer), vm_base(idempotency_key)
         for node in range(placement.nodes):
             body = self._instance(placement, idempotency_key, zone, f"{base}-{node}", node)
             op = self._call(self._instances.insert_unary, missing=gexc.Conflict, project=self.project, zone=zone,
@@ -341,31 +322,26 @@ class GcpProvider:
             return {}
         vms = self._ours(label)
         preempted = self._preempted(vms.values())
-        return {h.id: _combine([_node_status(vms.get(f"{h.id}-{i}"), preempted)
-                                for i in range(int(h.extra.get("nodes", 1)))]) for h in handles}
+        return {h.id: combine([_node_status(vms.get(name), preempted) for name in node_names(h)]) for h in handles}
 
     def cancel(self, handle: Handle) -> None:
         zone = handle.extra.get("zone") or self.zones.get(handle.region)
         if not zone:
             raise InvalidRequest(f"handle {handle.id} names no zone", provider=NAME)
-        for node in range(int(handle.extra.get("nodes", 1))):
+        for name in node_names(handle):
             self._call(self._instances.delete_unary, missing=gexc.NotFound, project=self.project, zone=zone,
-                       instance=f"{handle.id}-{node}")
+                       instance=name)
 
     def quote(self, offer: Offer) -> Quote:
         return catalog_quote(offer)
 
     def list_ours(self) -> list[Owned]:
         vms = self._ours()
-        groups: dict[str, list[compute_v1.Instance]] = {}
-        for name, vm in sorted(vms.items()):
-            match = _NODE.fullmatch(name)
-            groups.setdefault(match[1] if match else name, []).append(vm)
         preempted = self._preempted(vms.values())
         owned = []
-        for base, nodes in groups.items():
+        for base, nodes in by_launch(vms).items():
             meta = {item.key: item.value for item in nodes[0].metadata.items}
-            status = _combine([_node_status(vm, preempted) for vm in nodes])
+            status = combine([_node_status(vm, preempted) for vm in nodes])
             if not status.phase.ended:
                 zone = nodes[0].zone.rsplit("/", 1)[-1]
                 handle = Handle(provider=NAME, id=base, region=zone.rsplit("-", 1)[0],
@@ -394,19 +370,3 @@ def _node_status(vm: compute_v1.Instance | None, preempted: set[str]) -> Status:
     return Status(Phase.FAILED, f"{message}: stopped without reporting an exit code", started_at=started,
                   ended_at=ended)
 
-
-def _combine(nodes: list[Status]) -> Status:
-    """One status for the nodes of a launch (see the module docstring)."""
-    gone = [s for s in nodes if s.phase is Phase.GONE]
-    if len(gone) == len(nodes):
-        return nodes[0]
-    for phase in (Phase.PREEMPTED, Phase.FAILED):
-        if hit := next((s for s in nodes if s.phase is phase), None):
-            return hit
-    if gone:
-        return Status(Phase.FAILED, f"{len(gone)} of {len(nodes)} nodes are gone")
-    for phase in (Phase.PENDING, Phase.RUNNING):
-        if hit := next((s for s in nodes if s.phase is phase), None):
-            return hit
-    return Status(Phase.SUCCEEDED, nodes[0].message, exit_code=0, started_at=nodes[0].started_at,
-                  ended_at=max((s.ended_at for s in nodes if s.ended_at), default=None))
