@@ -15,6 +15,7 @@ from exec_support import SimClock, approved_plan, executor, run_until_quiet
 from exec_support import spec as exec_spec
 from fastapi.testclient import TestClient
 
+from api.ui import GZipUnder
 from api.ui import session as sessions
 from api.ui.render import money, short_time, signed_money
 from scheduler.lifecycle import JobState
@@ -344,3 +345,26 @@ def test_pages_carry_security_headers_and_assets_come_from_the_app(world):
     for asset in re.findall(r'(?:href|src)="(/ui/static/[^"]+)"', response.text):
         assert browser.get(asset).status_code == 200
     assert not re.search(r'(?:href|src)="https?://', response.text)  # no CDN
+
+
+def test_ui_responses_go_gzipd_when_asked_and_the_api_answers_as_before(world):
+    browser = world.client("ops")
+    path = f"/ui/plans/{world.plan['plan_id']}"
+    packed = browser.get(path, headers={"Accept-Encoding": "gzip"})
+    plain = browser.get(path, headers={"Accept-Encoding": "identity"})
+    assert packed.headers["content-encoding"] == "gzip" and "accept-encoding" in packed.headers["vary"].lower()
+    assert "content-encoding" not in plain.headers
+    assert packed.num_bytes_downloaded < plain.num_bytes_downloaded / 2 and world.plan["plan_id"] in packed.text
+    assert packed.headers["content-security-policy"] == plain.headers["content-security-policy"]
+    css = next(a for a in re.findall(r'href="(/ui/static/[^"]+)"', plain.text) if ".css" in a)
+    assert browser.get(css, headers={"Accept-Encoding": "gzip"}).headers["content-encoding"] == "gzip"
+
+
+def test_the_ui_gzip_leaves_every_other_path_alone():
+    async def big(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"x" * 10_000})
+
+    client = TestClient(GZipUnder(big, prefix="/ui"), headers={"Accept-Encoding": "gzip"})
+    for path, encoding in [("/ui", "gzip"), ("/ui/plans", "gzip"), ("/v1/plans", None), ("/uix", None), ("/", None)]:
+        assert client.get(path).headers.get("content-encoding") == encoding, path
