@@ -77,13 +77,12 @@ from workers.providers.base import (
     Transient,
     catalog_quote,
 )
-from workers.providers.bootstrap import by_launch, combine, job_command, job_script, node_names, vm_base
+from workers.providers.bootstrap import by_launch, combine, instance_type, job_command, job_script, node_names, vm_base
 
 NAME = "azure"
 EXIT_TAG = "cloudsched-exit"
 DEFAULT_IMAGE = {"publisher": "microsoft-dsvm", "offer": "ubuntu-hpc", "sku": "2204", "version": "latest"}
 NETWORK_API_VERSION = "2020-11-01"  # the first that lets a VM create its own NIC
-_QUOTA = {"QuotaExceeded", "OperationNotAllowed"}
 _CAPACITY = {"SkuNotAvailable", "AllocationFailed", "ZonalAllocationFailed", "OverconstrainedAllocationRequest",
              "OverconstrainedZonalAllocationRequest"}
 T = TypeVar("T")
@@ -214,7 +213,7 @@ class AzureProvider:
         ssh = {"path": f"/home/{self.admin_username}/.ssh/authorized_keys", "keyData": self.ssh_public_key}
         script = boot_script(req, self.identity_id, node)
         properties: dict[str, Any] = {
-            "hardwareProfile": {"vmSize": req.offer.instance_type or req.offer.id.split(":")[2]},
+            "hardwareProfile": {"vmSize": instance_type(req.offer)},
             "storageProfile": {"imageReference": self.image, "osDisk": {
                 "createOption": "FromImage", "deleteOption": "Delete", "diskSizeGB": self.disk_gb,
                 "managedDisk": {"storageAccountType": "Premium_LRS"}}},

@@ -1,5 +1,6 @@
 """The job on a cloud VM: what the EC2, Compute Engine and Azure adapters share to start it and read it back.
 
+- **Machine.** `instance_type` is the VM type of a catalog offer (its field, else the third part of its id).
 - **Environment.** Every node sees the request's `env` plus `CLOUDSCHED_JOB_ID` and `CLOUDSCHED_NODES`
   (`job_env`), and its own `CLOUDSCHED_NODE_RANK`.
 - **Command.** `job_command` is the shell line that runs the job on one node: in `docker run --gpus all`
@@ -19,6 +20,7 @@ import shlex
 from collections.abc import Iterable, Mapping
 from typing import TypeVar
 
+from scheduler.models import Offer
 from workers.providers.base import Handle, LaunchRequest, Phase, Status
 
 DOCKER_RUN = ("docker", "run", "--rm", "--gpus", "all", "--network", "host", "--ipc", "host")
@@ -26,7 +28,12 @@ _NODE = re.compile(r"(.+)-(\d+)")
 T = TypeVar("T")
 
 
-# -- the job --------------------------------------------------------------------------------
+# -- the machine and the job ----------------------------------------------------------------
+
+def instance_type(offer: Offer) -> str:
+    """The provider's VM type of a catalog offer (`aws:us-east-1:p5.48xlarge:spot` -> `p5.48xlarge`)."""
+    return offer.instance_type or offer.id.split(":")[2]
+
 
 def job_env(req: LaunchRequest) -> dict[str, str]:
     """The job's environment on every node (each node adds its `CLOUDSCHED_NODE_RANK`)."""

@@ -82,7 +82,7 @@ from workers.providers.base import (
     Transient,
     catalog_quote,
 )
-from workers.providers.bootstrap import by_launch, combine, job_command, job_script, node_names, vm_base
+from workers.providers.bootstrap import by_launch, combine, instance_type, job_command, job_script, node_names, vm_base
 
 NAME = "gcp"
 EXIT_LABEL = "cloudsched-exit"
@@ -172,10 +172,10 @@ def _catalog_zones() -> dict[tuple[str, str], list[str]]:
 
 def _machine(offer: Offer) -> tuple[str, str | None, int]:
     """(machine type, attachable GPU type or None, GPU count) of a catalog offer."""
-    instance_type = offer.instance_type or offer.id.split(":")[2]
-    if match := _N1_GPU.fullmatch(instance_type):
+    machine = instance_type(offer)
+    if match := _N1_GPU.fullmatch(machine):
         return match[1], f"nvidia-tesla-{match[2]}", int(match[3])
-    return instance_type, None, 0
+    return machine, None, 0
 
 
 def _when(stamp: str) -> datetime | None:

@@ -17,9 +17,9 @@ from typing import Any, TypeVar
 from botocore.exceptions import ClientError
 
 from scheduler.models import Offer
-from workers.providers.aws.resources import NAME, instance_type, tag_list, tag_map
+from workers.providers.aws.resources import NAME, tag_list, tag_map
 from workers.providers.base import TAG, TAG_JOB, Handle, InvalidRequest, LaunchRequest, Owned, Phase, Quote, Status
-from workers.providers.bootstrap import DOCKER_RUN, command_argv, job_env, job_script
+from workers.providers.bootstrap import DOCKER_RUN, command_argv, instance_type, job_env, job_script
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

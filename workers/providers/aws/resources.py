@@ -1,17 +1,14 @@
-"""What the EC2 and SageMaker halves of the adapter share: the provider name, our tags, instance types, handle kinds."""
+"""What the EC2 and SageMaker halves of the adapter share: the provider name, our tags, the handle kinds."""
 
 from __future__ import annotations
 
 from scheduler.models import Offer
 from workers.providers.base import TAG, TAG_JOB, Handle, LaunchRequest
+from workers.providers.bootstrap import instance_type
 
 NAME = "aws"
 TEAM_TAG = "cloudsched-team"
 NAME_PREFIX = "cloudsched-"
-
-
-def instance_type(offer: Offer) -> str:
-    return offer.instance_type or offer.id.split(":")[2]
 
 
 def is_managed(offer: Offer) -> bool:

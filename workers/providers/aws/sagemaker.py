@@ -14,9 +14,9 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from workers.providers.aws.resources import NAME, NAME_PREFIX, instance_type, kind, tag_list, tag_map
+from workers.providers.aws.resources import NAME, NAME_PREFIX, kind, tag_list, tag_map
 from workers.providers.base import TAG, TAG_JOB, Handle, LaunchRequest, Owned, Phase, Status
-from workers.providers.bootstrap import command_argv, job_env
+from workers.providers.bootstrap import command_argv, instance_type, job_env
 
 RUNTIME_MARGIN = 1.5  # SageMaker stops a training job at MaxRuntimeInSeconds: leave room past the plan
 MAX_RUNTIME_S = 28 * 24 * 3600
