@@ -47,6 +47,7 @@ class ExecConfig:
     max_tries: int = 5  # provider calls per attempt before it fails
     max_attempts: int = 4  # re-placements per unit before the job fails
     restart_overhead_h: float = 0.5  # work lost per preemption (the cost model's assumption)
+    launch_margin_h: float = 0.25  # a re-placement ends this long before the deadline (dispatch period, boot)
     orphan_grace_s: float = 600.0
     gone_grace_s: float = 300.0  # a launched instance the provider does not know yet (eventual consistency)
 

@@ -47,14 +47,16 @@ def replace(catalog: Catalog, job: JobRecord, unit: LaunchUnit, now: datetime, c
     """A new attempt for `unit` starting now, or a message saying why none fits the envelope."""
     cur = unit.current
     left = remaining_hours(unit, now, config.restart_overhead_h)
-    slack = (unit.deadline - now).total_seconds() / 3600 - left
+    slack = (unit.deadline - now).total_seconds() / 3600 - left - config.launch_margin_h
     if slack < 0:
         return f"{left:.1f} h of work left but only {left + slack:.1f} h before the deadline"
     spot = spot_allowed(job.spec.interruptible, slack, config.restart_overhead_h)
     scale = left / cur.run_hours if cur.run_hours else 1.0
+    # The new run must end `launch_margin_h` before the deadline: the dispatcher's period and the boot.
+    deadline = unit.deadline - timedelta(hours=config.launch_margin_h)
     spec = job.spec.model_copy(update={
         "gpus": cur.gpus, "shards": 1, "after": [], "not_before": now, "interruptible": spot,
-        "duration_hours": max(job.spec.duration_hours * scale, 1 / 60), "deadline": unit.deadline})
+        "duration_hours": max(job.spec.duration_hours * scale, 1 / 60), "deadline": deadline})
     offers = [o.model_copy(update={"capacity_gpus": max(0, o.capacity_gpus - busy_gpus.get(o.id, 0))})
               for o in catalog.offers]
     problem = build_problem([spec], now=now, catalog=catalog, offers=offers, job_ids=[job.id])
