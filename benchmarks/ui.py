@@ -173,12 +173,18 @@ def report(args, r: dict) -> str:
     met = "**met**" if page["p95"] < TARGET_S else "**unmet**"
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip() or "?"
+    at = f"at commit `{commit}`"
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.splitlines()
+    changed = [line[3:] for line in status if not line.endswith("UI_RESULTS.md")]
+    if changed:  # a shared checkout: the code measured is not exactly the commit
+        at += f" plus uncommitted changes to {', '.join(f'`{path}`' for path in changed)}"
     rows = [("plan page `GET /ui/plans/{id}`", page), ("plan page, uncompressed (`Accept-Encoding: identity`)", plain),
             ("baseline: JSON `GET /v1/plans/{id}`", base), ("why? page of one job", r["why"]), ("job page", r["job"])]
     lines = [
         "# Review page benchmark results", "",
         "```bash", f".venv/bin/python benchmarks/ui.py --jobs {args.jobs} --requests {args.requests}", "```", "",
-        f"Run on {datetime.now(timezone.utc):%Y-%m-%d} at commit `{commit}` on a {os.cpu_count()}-core machine "
+        f"Run on {datetime.now(timezone.utc):%Y-%m-%d} {at} on a {os.cpu_count()}-core machine "
         f"(Python {platform.python_version()}), in-process (TestClient, no network), on the embedded Redis. "
         f"The plan: {r['placed']:,} jobs placed in {r['segments']:,} segments, {r['unplaced']:,} unplaced "
         f"(planned in {r['plan_s']:.1f} s with a {args.time_limit:g} s solver limit), against an approved "
