@@ -92,30 +92,29 @@ class Executor:
 
     def launch(self, uid: str) -> str:
         """Launch one due unit; returns what happened. Raises `Retry` on a transient provider error."""
-        try:
-            unit = self.launches.get(uid)
-        except NotFound:
-            self.launches.release_inflight(uid)
-            return "unknown"
-        if unit.current.state not in ("queued", "launching"):
-            self.launches.release_inflight(uid)
-            return "done-already"
         token = self.launches.lease(uid, self.config.lease_s)
         if token is None:
             return "leased-elsewhere"
         try:
-            return self._launch_leased(unit.id)
+            try:
+                unit = self.launches.get(uid)  # read under the lease
+            except NotFound:
+                self.launches.release_inflight(uid)
+                return "unknown"
+            if unit.current.state not in ("queued", "launching"):
+                self.launches.release_inflight(uid)
+                return "done-already"
+            return self._launch_leased(unit)
         finally:
             self.launches.release(uid, token)
 
-    def _launch_leased(self, uid: str) -> str:
-        unit = self.launches.get(uid)  # re-read under the lease
+    def _launch_leased(self, unit: LaunchUnit) -> str:
         job = self.store.get_job(unit.job_id)
         if job.state in TERMINAL_JOB_STATES or job.state in (JobState.PENDING, JobState.PLANNED, JobState.UNPLACED):
-            self._finish(uid, "refused", reason="JobNotLaunchable", message=f"job is {job.state.value}")
+            self._finish(unit, "refused", reason="JobNotLaunchable", message=f"job is {job.state.value}")
             return "refused"
         if not self._predecessors_done(job):
-            self.launches.update(uid, lambda u: u, due=self.clock().timestamp() + 60, done=True)
+            self.launches.update(unit.id, lambda u: u, current=unit, due=self.clock().timestamp() + 60, done=True)
             return "waiting-for-after"
         cur = unit.current
         provider = self.providers(cur.adapter)
@@ -124,18 +123,19 @@ class Executor:
             if refusal:
                 self._refuse(unit, job, *refusal)
                 return "refused"
-        self._move_job(job.id, JobState.LAUNCHING, reason="Launching")
-        unit = self.launches.update(uid, lambda u: u.with_current(state="launching", tries=u.current.tries + 1))
+        self._move_job(job.id, JobState.LAUNCHING, reason="Launching", job=job)
+        unit = self.launches.update(unit.id, lambda u: u.with_current(state="launching", tries=u.current.tries + 1),
+                                    current=unit)
         self.probe("before-provider")
         try:
             handle = provider.launch(self._request(job, unit), unit.current.key)
         except ProviderError as exc:
             return self._launch_failed(unit, job, exc)
         self.probe("after-provider")
-        self._record_handle(uid, unit.current.attempt, handle)
+        self._record_handle(unit, unit.current.attempt, handle)
         return "launched"
 
-    def _record_handle(self, uid: str, attempt: int, handle: Handle) -> LaunchUnit | None:
+    def _record_handle(self, unit: LaunchUnit, attempt: int, handle: Handle) -> LaunchUnit | None:
         now = self.clock()
 
         def change(u: LaunchUnit) -> LaunchUnit | None:
@@ -143,8 +143,8 @@ class Executor:
                 return None
             return u.with_current(state="launched", handle=handle.to_json(), launched_at=now, phase=Phase.PENDING.value)
 
-        adapter = self.launches.get(uid).current.adapter
-        unit = self.launches.update(uid, change, track=adapter, undue=True, done=True)
+        adapter = unit.current.adapter
+        unit = self.launches.update(unit.id, change, current=unit, track=adapter, undue=True, done=True)
         if unit is not None:
             self._event(unit, "launch.started", provider=adapter, handle=handle.id, offer=unit.current.offer_id,
                         price_per_node_hour=unit.current.price_per_node_hour, attempt=attempt)
@@ -182,17 +182,16 @@ class Executor:
 
     def _refuse(self, unit: LaunchUnit, job: JobRecord, reason: str, message: str) -> None:
         """The job goes back for re-planning with the reason; its other live units are cancelled."""
-        self._finish(unit.id, "refused", reason=reason, message=message)
+        self._finish(unit, "refused", reason=reason, message=message)
         for other in self.launches.of_job(job.id):
             if other.id != unit.id:
                 self._cancel_unit(other, reason)
         self._move_job(job.id, JobState.PENDING, reason=reason, message=message)
         self._event(unit, "launch.refused", reason=reason, message=message)
 
-    def _finish(self, uid: str, state: str, **changes) -> LaunchUnit | None:
-        adapter = self.launches.get(uid).current.adapter
-        return self.launches.update(uid, lambda u: u.with_current(state=state, **changes), undue=True, done=True,
-                                    untrack=adapter)
+    def _finish(self, unit: LaunchUnit, state: str, **changes) -> LaunchUnit | None:
+        return self.launches.update(unit.id, lambda u: u.with_current(state=state, **changes), current=unit,
+                                    undue=True, done=True, untrack=unit.current.adapter)
 
     def _request(self, job: JobRecord, unit: LaunchUnit) -> LaunchRequest:
         cur, spec = unit.current, job.spec
@@ -236,11 +235,12 @@ class Executor:
             return "not-visible-yet"
         if status.phase in (Phase.PENDING, Phase.RUNNING):
             running_at = cur.running_at or (status.started_at or now if status.phase is Phase.RUNNING else None)
-            self.launches.update(unit.id, lambda u: u.with_current(phase=status.phase.value, running_at=running_at))
+            self.launches.update(unit.id, lambda u: u.with_current(phase=status.phase.value, running_at=running_at),
+                                 current=unit)
             if status.phase is Phase.RUNNING:
                 self._sync_job(unit.job_id)
             return status.phase.value
-        ended = self._finish(unit.id, "ended", phase=status.phase.value, ended_at=status.ended_at or now,
+        ended = self._finish(unit, "ended", phase=status.phase.value, ended_at=status.ended_at or now,
                              running_at=cur.running_at or status.started_at, billed_usd=status.billed_usd,
                              cost=self._cost(cur, status, now), message=status.message or None)
         self._event(ended, f"launch.{status.phase.value}", cost=ended.current.cost, exit_code=status.exit_code,
@@ -307,7 +307,7 @@ class Executor:
             parsed = parse_key(owned.idempotency_key)
             unit = self._unit_or_none(parsed[0]) if parsed else None
             if unit and unit.current.attempt == parsed[1] and unit.current.state in ("queued", "launching"):
-                if self._record_handle(unit.id, parsed[1], owned.handle):
+                if self._record_handle(unit, parsed[1], owned.handle):
                     counts["adopted"] += 1
                 self.launches.orphan_gone(adapter, [owned.idempotency_key])
                 continue
@@ -339,7 +339,7 @@ class Executor:
         if cur.handle:
             self.providers(cur.adapter).cancel(Handle.from_json(cur.handle))
         now = self.clock()
-        self._finish(unit.id, "ended", phase=Phase.CANCELLED.value, ended_at=now, reason=reason,
+        self._finish(unit, "ended", phase=Phase.CANCELLED.value, ended_at=now, reason=reason,
                      cost=self._cost(cur, Status(Phase.CANCELLED, ended_at=now), now) if cur.handle else 0.0)
         return True
 
@@ -366,10 +366,11 @@ class Executor:
         except Conflict as exc:  # another worker moved it first
             log.debug("plan %s progress: %s", plan_id, exc)
 
-    def _move_job(self, job_id: str, target: JobState, reason: str | None = None, message: str | None = None) -> None:
+    def _move_job(self, job_id: str, target: JobState, reason: str | None = None, message: str | None = None,
+                  job: JobRecord | None = None) -> None:
         """Move a job to `target` along the lifecycle's shortest path (e.g. launching -> running -> succeeded)."""
         for _ in range(3):
-            job = self.store.get_job(job_id)
+            job = job or self.store.get_job(job_id)
             path = _path(job.state, target)
             if not path:
                 return
@@ -378,7 +379,7 @@ class Executor:
                     self.store.transition_job(job_id, step, reason=reason, message=message, actor=ACTOR)
                 return
             except TransitionNotAllowed:
-                continue  # moved meanwhile: re-plan the path
+                job = None  # moved meanwhile: read it again and re-plan the path
 
     def _event(self, unit: LaunchUnit | None, kind: str, **data) -> None:
         if unit is None:

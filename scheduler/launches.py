@@ -8,7 +8,7 @@ instance, while a re-placement is deliberately a new one.
 
 Keys (under the store's prefix):
 
-    unit:{job}/{plan}/{i}   str   LaunchUnit JSON (changed with WATCH/MULTI: compare-and-set)
+    unit:{job}/{plan}/{i}   hash  json (LaunchUnit), version (compare-and-set by one Lua script)
     units                   zset  unit ids by creation time (the cost report's index)
     units:job:{job}         set   a job's unit ids
     due                     zset  unit -> epoch second its (next) launch is due
@@ -102,6 +102,10 @@ class LaunchStore:
     def __init__(self, client: redis.Redis, prefix: str = "cs:"):
         self._r = client
         self.p = prefix
+        self._add_script = client.register_script(_ADD)
+        self._update_script = client.register_script(_UPDATE)
+        self._claim_script = client.register_script(_CLAIM)
+        self._release_script = client.register_script(_RELEASE)
 
     # key names
     def _unit(self, uid: str) -> str:
@@ -127,22 +131,15 @@ class LaunchStore:
         """Store new units and make them due; units that exist already are left alone."""
         added = 0
         for chunk in _chunks(list(units), 500):
-            pipe = self._r.pipeline(transaction=True)
+            pipe = self._r.pipeline(transaction=False)
             for u in chunk:
-                pipe.set(self._unit(u.id), u.model_dump_json(), nx=True)
-            created = pipe.execute()
-            pipe = self._r.pipeline(transaction=True)
-            for u, ok in zip(chunk, created):
-                if ok:
-                    added += 1
-                    pipe.zadd(f"{self.p}units", {u.id: u.current.start.timestamp()})
-                    pipe.sadd(f"{self.p}units:job:{u.job_id}", u.id)
-                    pipe.zadd(self._due, {u.id: u.current.start.timestamp()})
-            pipe.execute()
+                self._add_script(keys=[self._unit(u.id), f"{self.p}units", f"{self.p}units:job:{u.job_id}", self._due],
+                                 args=[u.id, u.model_dump_json(), u.current.start.timestamp()], client=pipe)
+            added += sum(pipe.execute())
         return added
 
     def get(self, uid: str) -> LaunchUnit:
-        raw = self._r.get(self._unit(uid))
+        raw = self._r.hget(self._unit(uid), "json")
         if raw is None:
             raise NotFound("launch unit", uid)
         return LaunchUnit.model_validate_json(raw)
@@ -151,7 +148,10 @@ class LaunchStore:
         uids = list(uids)
         out = []
         for chunk in _chunks(uids, 1000):
-            out += [LaunchUnit.model_validate_json(raw) for raw in self._r.mget([self._unit(u) for u in chunk]) if raw]
+            pipe = self._r.pipeline(transaction=False)
+            for uid in chunk:
+                pipe.hget(self._unit(uid), "json")
+            out += [LaunchUnit.model_validate_json(raw) for raw in pipe.execute() if raw]
         return out
 
     def of_job(self, job_id: str) -> list[LaunchUnit]:
@@ -160,51 +160,39 @@ class LaunchStore:
     def all_ids(self) -> list[str]:
         return self._r.zrange(f"{self.p}units", 0, -1)
 
-    def update(self, uid: str, change: Callable[[LaunchUnit], LaunchUnit | None], *,
+    def update(self, uid: str, change: Callable[[LaunchUnit], LaunchUnit | None], *, current: LaunchUnit | None = None,
                due: float | None = None, undue: bool = False, track: str | None = None,
                untrack: str | None = None, done: bool = False) -> LaunchUnit | None:
-        """Apply `change` to the unit's current value, atomically with the index changes named.
+        """Apply `change` to the unit, atomically with the index changes named (one round trip).
 
         `change` returns the new unit, or None to change nothing (then no index changes either).
-        It may run several times when another writer gets there first; it must not have side effects.
+        The write applies only to the version `change` saw (`current`, or the stored unit): when
+        another writer got there first, the unit is read again and `change` runs again, so it
+        must not have side effects.
         """
-        key = self._unit(uid)
+        unit = current or self.get(uid)
         for _ in range(_RETRIES):
-            with self._r.pipeline(transaction=True) as pipe:
-                try:
-                    pipe.watch(key)
-                    raw = pipe.get(key)
-                    if raw is None:
-                        raise NotFound("launch unit", uid)
-                    unit = LaunchUnit.model_validate_json(raw)
-                    new = change(unit)
-                    if new is None:
-                        pipe.unwatch()
-                        return None
-                    new = new.model_copy(update={"version": unit.version + 1})
-                    pipe.multi()
-                    pipe.set(key, new.model_dump_json())
-                    if due is not None:
-                        pipe.zadd(self._due, {uid: due})
-                    if undue:
-                        pipe.zrem(self._due, uid)
-                    if track:
-                        pipe.sadd(self._tracking(track), uid)
-                    if untrack:
-                        pipe.srem(self._tracking(untrack), uid)
-                    if done:
-                        pipe.zrem(self._inflight, uid)
-                    pipe.execute()
-                    return new
-                except redis.WatchError:
-                    continue
+            new = change(unit)
+            if new is None:
+                return None
+            new = new.model_copy(update={"version": unit.version + 1})
+            keys = [self._unit(uid), self._due, self._inflight, self._tracking(track or ""),
+                    self._tracking(untrack or "")]
+            args = [unit.version, new.model_dump_json(), uid, "" if due is None else due, int(undue), int(bool(track)),
+                    int(bool(untrack)), int(done)]
+            outcome = self._update_script(keys=keys, args=args)
+            if outcome == 1:
+                return new
+            if outcome == -1:
+                raise NotFound("launch unit", uid)
+            unit = self.get(uid)
         raise RuntimeError(f"launch unit {uid}: too many concurrent changes")
 
     # -- dispatching ----------------------------------------------------------------------
 
     def claim_due(self, now: float, lease_s: float, limit: int = 5000) -> list[str]:
         """Units due by `now`, plus those whose launch lease ran out, moved to in-flight (one script)."""
-        return self._r.eval(_CLAIM, 2, self._due, self._inflight, now, now + lease_s, limit)
+        return self._claim_script(keys=[self._due, self._inflight], args=[now, now + lease_s, limit])
 
     def release_inflight(self, uid: str) -> None:
         self._r.zrem(self._inflight, uid)
@@ -226,7 +214,7 @@ class LaunchStore:
         return token if self._r.set(f"{self.p}lease:{uid}", token, nx=True, px=int(ttl_s * 1000)) else None
 
     def release(self, uid: str, token: str) -> None:
-        self._r.eval(_RELEASE, 1, f"{self.p}lease:{uid}", token)
+        self._release_script(keys=[f"{self.p}lease:{uid}"], args=[token])
 
     # -- tracking and reconciliation -------------------------------------------------------
 
@@ -251,6 +239,28 @@ class LaunchStore:
         return {k: float(v) for k, v in self._r.hgetall(self._orphans(adapter)).items()}
 
 
+_ADD = """
+-- KEYS unit units units_of_job due; ARGV id json start
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'json', ARGV[2], 'version', '1')
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+redis.call('SADD', KEYS[3], ARGV[1])
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
+return 1
+"""
+_UPDATE = """
+-- KEYS unit due inflight tracking(add) tracking(remove); ARGV version json id due undue track untrack done
+local version = redis.call('HGET', KEYS[1], 'version')
+if not version then return -1 end
+if version ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'json', ARGV[2], 'version', tostring(tonumber(ARGV[1]) + 1))
+if ARGV[4] ~= '' then redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3]) end
+if ARGV[5] == '1' then redis.call('ZREM', KEYS[2], ARGV[3]) end
+if ARGV[6] == '1' then redis.call('SADD', KEYS[4], ARGV[3]) end
+if ARGV[7] == '1' then redis.call('SREM', KEYS[5], ARGV[3]) end
+if ARGV[8] == '1' then redis.call('ZREM', KEYS[3], ARGV[3]) end
+return 1
+"""
 _CLAIM = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
 local lost = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
