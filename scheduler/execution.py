@@ -410,7 +410,7 @@ def schedule_plan(launches: LaunchStore, plan: PlanRecord, launch_via: str) -> i
 
 def config_from(settings) -> ExecConfig:
     return ExecConfig(launch_via=settings.launch_via, price_tolerance=settings.price_tolerance_pct / 100,
-                      recovery_tolerance=settings.recovery_tolerance_pct / 100)
+                      recovery_tolerance=settings.recovery_tolerance_pct / 100, lease_s=settings.launch_lease_s)
 
 
 def _path(current: JobState, target: JobState) -> list[JobState]:

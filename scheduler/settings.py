@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     dispatch_every_s: float = Field(default=10.0, gt=0, le=3600)
     track_every_s: float = Field(default=60.0, gt=0, le=3600)
     reconcile_every_s: float = Field(default=300.0, gt=0, le=86400)
+    launch_lease_s: float = Field(default=120.0, gt=0, le=3600,
+                                  description="a launch not finished in this time is sent again (a dead worker)")
     provider_calls_per_s: float = Field(default=20.0, gt=0, le=100_000,
                                         description="per adapter, all workers together")
     ui_session_secret: SecretStr | None = Field(
