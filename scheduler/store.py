@@ -89,6 +89,7 @@ class Store:
         self._release_lock = client.register_script(scripts.RELEASE_LOCK)
         self._refresh_lock = client.register_script(scripts.REFRESH_LOCK)
         self._append_event = client.register_script(scripts.APPEND_EVENT)
+        self._count_in_window = client.register_script(scripts.COUNT_IN_WINDOW)
 
     @property
     def client(self) -> redis.Redis:
@@ -377,12 +378,8 @@ class Store:
     # -- counters -----------------------------------------------------------------------
 
     def count_in_window(self, name: str, ttl_s: int) -> int:
-        """Add one to counter `name` (created with a `ttl_s` expiry) and return its value."""
-        pipe = self._r.pipeline(transaction=True)
-        pipe.incr(f"{self.keys.p}{name}")
-        pipe.expire(f"{self.keys.p}{name}", ttl_s)
-        count, _ = pipe.execute()
-        return int(count)
+        """Add one to counter `name` (created with a `ttl_s` expiry) and return its value (one round trip)."""
+        return int(self._count_in_window(keys=[f"{self.keys.p}{name}"], args=[ttl_s]))
 
     # -- run locks ----------------------------------------------------------------------
 

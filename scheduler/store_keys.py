@@ -105,6 +105,12 @@ local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV))
 for i = 2, #KEYS do redis.call('XADD', KEYS[i], id, unpack(ARGV)) end
 return id
 """
+COUNT_IN_WINDOW = """
+-- KEYS counter; ARGV ttl_s. The counter expires ttl_s after its first count.
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return count
+"""
 RELEASE_LOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
