@@ -32,6 +32,10 @@ def broker_for(settings: Settings) -> str:
 
 
 def configure(app: Celery, settings: Settings) -> Celery:
+    if app.conf.broker_url and app.conf.broker_url != broker_for(settings):
+        # Re-configured for another Redis in one process (the demo, tests): drop the producer
+        # connections Celery keeps to the old broker, or messages keep going there.
+        app._after_fork()  # forgets the connection and producer pools, as after a fork
     nightly = settings.nightly_time
     plan_limit = settings.plan_time_limit_s * 4 + 120
     app.conf.update(

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from celery import Celery
+from celery.result import _set_task_join_will_block
 from celery.worker import WorkController
 
 
@@ -25,3 +26,6 @@ def worker_thread(app: Celery, concurrency: int = 2) -> Iterator[WorkController]
     finally:
         worker.stop(in_sighandler=False)
         thread.join(15)
+        # The worker marked this process as one where `result.get()` would block a pool; it no longer
+        # is (celery.contrib.testing.worker resets the same flag when its thread worker starts).
+        _set_task_join_will_block(False)
