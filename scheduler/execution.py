@@ -27,8 +27,9 @@ from datetime import datetime, timedelta, timezone
 from scheduler import recovery
 from scheduler.catalog import Catalog
 from scheduler.errors import Conflict, NotFound, TransitionNotAllowed
-from scheduler.launches import Attempt, LaunchStore, LaunchUnit, parse_key, unit_id
-from scheduler.lifecycle import JOB_TRANSITIONS, TERMINAL_JOB_STATES, JobState, PlanState
+from scheduler.launches import Attempt, LaunchStore, LaunchUnit, adapter_for, parse_key, schedule_plan
+from scheduler.lifecycle import TERMINAL_JOB_STATES, JobState, PlanState
+from scheduler.lifecycle import path as lifecycle_path
 from scheduler.models import Offer
 from scheduler.providers import Handle, LaunchRequest, Phase, Provider, ProviderError, Status
 from scheduler.records import JobRecord, PlanRecord
@@ -371,7 +372,7 @@ class Executor:
         """Move a job to `target` along the lifecycle's shortest path (e.g. launching -> running -> succeeded)."""
         for _ in range(3):
             job = job or self.store.get_job(job_id)
-            path = _path(job.state, target)
+            path = lifecycle_path(job.state, target)
             if not path:
                 return
             try:
@@ -388,51 +389,6 @@ class Executor:
                                 data={"unit": unit.id, **{k: v for k, v in data.items() if v is not None}})
 
 
-def adapter_for(provider: str, launch_via: str) -> str:
-    return provider if launch_via == "catalog" else launch_via
-
-
-def schedule_plan(launches: LaunchStore, plan: PlanRecord, launch_via: str) -> int:
-    """Turn an approved plan's segments into due launch units (idempotent: approval calls it)."""
-    units = []
-    for a in plan.document.assignments:
-        for i, seg in enumerate(a.segments):
-            uid = unit_id(a.job_id, plan.plan_id, i)
-            units.append(LaunchUnit(
-                id=uid, job_id=a.job_id, plan_id=plan.plan_id, team=a.team, index=i,
-                deadline=_at(a.deadline), planned_cost=round(seg.compute_cost + seg.egress_cost, 2),
-                attempts=[Attempt(attempt=1, key=f"{uid}.1", offer_id=seg.offer_id, provider=seg.provider,
-                                  adapter=adapter_for(seg.provider, launch_via), market=seg.market, nodes=seg.nodes,
-                                  gpus=seg.gpus, price_per_node_hour=seg.price_per_node_hour,
-                                  run_hours=seg.run_hours, start=_at(seg.start))]))
-    return launches.add(units)
-
-
 def config_from(settings) -> ExecConfig:
     return ExecConfig(launch_via=settings.launch_via, price_tolerance=settings.price_tolerance_pct / 100,
                       recovery_tolerance=settings.recovery_tolerance_pct / 100, lease_s=settings.launch_lease_s)
-
-
-def _path(current: JobState, target: JobState) -> list[JobState]:
-    """Shortest lifecycle path from `current` to `target`, avoiding pending/cancelled detours."""
-    if current is target:
-        return []
-    frontier, seen = [[current]], {current}
-    while frontier:
-        nxt = []
-        for path in frontier:
-            for step in JOB_TRANSITIONS[path[-1]]:
-                if step in seen or (step is not target and step in (JobState.PENDING, JobState.CANCELLED)):
-                    continue
-                if step is target:
-                    return path[1:] + [step]
-                seen.add(step)
-                nxt.append(path + [step])
-        frontier = nxt
-    return []
-
-
-def _at(value: str | datetime) -> datetime:
-    if isinstance(value, datetime):
-        return value
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))

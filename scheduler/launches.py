@@ -23,13 +23,16 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import redis
 from pydantic import Field
 
 from scheduler.errors import NotFound
 from scheduler.models import StrictModel, UtcDatetime
+
+if TYPE_CHECKING:
+    from scheduler.records import PlanRecord
 
 AttemptState = Literal["queued", "launching", "launched", "ended", "refused"]
 _RETRIES = 50
@@ -237,6 +240,30 @@ class LaunchStore:
 
     def orphans(self, adapter: str) -> dict[str, float]:
         return {k: float(v) for k, v in self._r.hgetall(self._orphans(adapter)).items()}
+
+
+def adapter_for(provider: str, launch_via: str) -> str:
+    return provider if launch_via == "catalog" else launch_via
+
+
+def schedule_plan(launches: LaunchStore, plan: PlanRecord, launch_via: str) -> int:
+    """Turn an approved plan's segments into due launch units (idempotent: approval calls it)."""
+    units = []
+    for a in plan.document.assignments:
+        for i, seg in enumerate(a.segments):
+            uid = unit_id(a.job_id, plan.plan_id, i)
+            units.append(LaunchUnit(
+                id=uid, job_id=a.job_id, plan_id=plan.plan_id, team=a.team, index=i,
+                deadline=_at(a.deadline), planned_cost=round(seg.compute_cost + seg.egress_cost, 2),
+                attempts=[Attempt(attempt=1, key=f"{uid}.1", offer_id=seg.offer_id, provider=seg.provider,
+                                  adapter=adapter_for(seg.provider, launch_via), market=seg.market, nodes=seg.nodes,
+                                  gpus=seg.gpus, price_per_node_hour=seg.price_per_node_hour,
+                                  run_hours=seg.run_hours, start=_at(seg.start))]))
+    return launches.add(units)
+
+
+def _at(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 _ADD = """

@@ -84,3 +84,22 @@ def transition(current: JobState | PlanState, target: JobState | PlanState):
     if target not in table[current]:
         raise IllegalTransition(kind, current.value, target.value)
     return target
+
+
+def path(current: JobState, target: JobState) -> list[JobState]:
+    """Shortest lifecycle path from `current` to `target`, avoiding pending/cancelled detours."""
+    if current is target:
+        return []
+    frontier, seen = [[current]], {current}
+    while frontier:
+        nxt = []
+        for path in frontier:
+            for step in JOB_TRANSITIONS[path[-1]]:
+                if step in seen or (step is not target and step in (JobState.PENDING, JobState.CANCELLED)):
+                    continue
+                if step is target:
+                    return path[1:] + [step]
+                seen.add(step)
+                nxt.append(path + [step])
+        frontier = nxt
+    return []

@@ -14,8 +14,8 @@ from datetime import datetime, timedelta, timezone
 
 from scheduler.catalog import Catalog, load_catalog
 from scheduler.errors import Conflict, Forbidden, InvalidArgument, NotFound, StateConflict
-from scheduler.execution import schedule_plan
 from scheduler.fingerprint import PlanInputs, spec_version, what_changed
+from scheduler.launches import schedule_plan
 from scheduler.lifecycle import JobState, PlanState
 from scheduler.models import JobSpec, PlanDocument
 from scheduler.planning import PlanOptions, build_problem, plan_batch
