@@ -7,8 +7,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi_offline import FastAPIOffline
 
 from api import errors, ui
-from api.bodies import reject_unknown_query
-from api.deps import current_principal
+from api.deps import PrincipalCache, authenticate, counted_caller, no_unknown_query
 from api.limits import BodyLimitMiddleware
 from api.metrics import Metrics, MetricsMiddleware
 from api.routers import catalog, jobs, ops, plans, reports, validate
@@ -25,18 +24,29 @@ RFC 9457 `application/problem+json` naming the field at fault."""
 def create_app(settings: Settings | None = None, store: Store | None = None) -> FastAPI:
     """The app on `store` (default: the configured one, opened at the first request)."""
     settings = settings or get_settings()
-    # FastAPIOffline serves Swagger UI and ReDoc assets itself: there is no CDN offline.
-    app = FastAPIOffline(title="cloudsched", version="0.1.0", description=DESCRIPTION)
+    # FastAPIOffline serves Swagger UI and ReDoc assets itself: there is no CDN offline. FastAPI's own
+    # OpenTelemetry hooks are off: metrics are Prometheus (/metrics), and the hooks' check for a
+    # configured provider costs every request a few percent of its time even when there is none.
+    app = FastAPIOffline(title="cloudsched", version="0.1.0", description=DESCRIPTION,
+                         telemetry={"tracing": False, "metrics": False, "logs": False})
     app.state.settings, app.state.store = settings, store
+    app.state.principals = PrincipalCache()
     app.state.metrics = Metrics(app.state)
     errors.install(app)
     app.include_router(ops.router)
     ui.install(app)  # the ops review page under /ui (cookie sessions on the same keys)
-    # The key first (401 before any 422), then no unknown query parameters. A route asking for
-    # CurrentPrincipal again gets the same, cached answer: one authentication, one count per request.
-    v1 = {"dependencies": [Depends(current_principal), Depends(reject_unknown_query)], "responses": errors.V1_PROBLEMS}
-    for router in (jobs.router, validate.router, catalog.router, plans.router, reports.router):
-        app.include_router(router, **v1)
+    # The key first (401 before any 422), then the count against the caller's per-minute limit (429),
+    # then no unknown query parameters. A route asking for CurrentPrincipal again gets the same, cached
+    # answer: one authentication, one count per request. The jobs routes count the request themselves
+    # (see api.routers.jobs): the busiest ones in the same worker-thread call as their store call.
+    v1 = {"dependencies": [Depends(counted_caller), Depends(no_unknown_query)], "responses": errors.V1_PROBLEMS}
+    v1_counting_itself = {"dependencies": [Depends(authenticate), Depends(no_unknown_query)],
+                          "responses": errors.V1_PROBLEMS}
+    app.include_router(jobs.router, **v1_counting_itself)
+    app.include_router(validate.router, **v1)
+    app.include_router(catalog.router, **v1)
+    app.include_router(plans.router, **v1)
+    app.include_router(reports.router, **v1)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # outermost: counts 413s too
     app.openapi = lambda: _openapi(app)

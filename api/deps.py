@@ -1,36 +1,82 @@
 """What routes depend on, as `Annotated` aliases: the store, the settings and the caller.
 
-`CurrentPrincipal` authenticates `Authorization: Bearer <key>` against the store's hashed
-keys and counts the request against the caller's per-minute limit. The key itself is never
+`Caller` authenticates `Authorization: Bearer <key>` against the store's hashed keys;
+`CurrentPrincipal` also counts the request against the caller's per-minute limit
+(`count_request`). A route that takes `Caller` must count the request itself: the two busiest
+routes do so in the same worker-thread call as their own store call. The key itself is never
 logged, echoed or stored in the request state.
+
+A key's principal is remembered in each server process for `KEY_CACHE_TTL_S` seconds (by the
+key's hash, never the key), so most requests need no Redis call to authenticate. The price:
+a revoked key keeps working for up to that long in a process that saw it just before. A key
+that is not valid is never remembered, so a new key works at once.
+
+Dependencies that do no blocking I/O are `async def`: FastAPI runs a plain `def` dependency in
+a worker thread, and that hop costs more than what these do.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
+from api.bodies import reject_unknown_query
 from api.errors import RateLimited
 from scheduler import queries
 from scheduler.errors import Unauthenticated
 from scheduler.records import Principal
 from scheduler.settings import Settings
 from scheduler.store import Store, open_store
+from scheduler.store_keys import sha256
+
+KEY_CACHE_TTL_S = 5.0
 
 _bearer = HTTPBearer(auto_error=False, description="An API key from `cloudsched keys create`.")
 
 
-def get_settings(request: Request) -> Settings:
-    return request.app.state.settings
+class PrincipalCache:
+    """Key hash → principal for `ttl_s` seconds; at most `max_keys` entries (then it starts over)."""
+
+    def __init__(self, ttl_s: float = KEY_CACHE_TTL_S, max_keys: int = 10_000):
+        self.ttl_s, self.max_keys = ttl_s, max_keys
+        self._entries: dict[str, tuple[float, Principal]] = {}
+
+    def get(self, digest: str) -> Principal | None:
+        entry = self._entries.get(digest)
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        return entry[1]
+
+    def put(self, digest: str, who: Principal) -> None:
+        if len(self._entries) >= self.max_keys:
+            self._entries.clear()  # far more keys than an installation has: someone is guessing
+        self._entries[digest] = (time.monotonic() + self.ttl_s, who)
+
+    def clear(self) -> None:
+        self._entries.clear()
 
 
-def get_store(request: Request) -> Store:
+def store_of(request: Request) -> Store:
     state = request.app.state
     if state.store is None:  # opened on first use, so that building the app starts no server
         state.store = open_store(state.settings)
     return state.store
+
+
+async def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+async def get_store(request: Request) -> Store:
+    return store_of(request)  # blocks once, at the first request, if the app was built without a store
+
+
+async def no_unknown_query(request: Request) -> None:
+    reject_unknown_query(request)  # no I/O: called here rather than in a worker thread
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
@@ -38,17 +84,52 @@ StoreDep = Annotated[Store, Depends(get_store)]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def current_principal(request: Request, store: StoreDep, settings: SettingsDep, credentials: Credentials) -> Principal:
+def _principal_for_key(request: Request, store: Store, credentials: HTTPAuthorizationCredentials | None,
+                       *, cached_only: bool = False) -> Principal | None:
+    """The key's principal from this process's cache, else (unless `cached_only`) from the store."""
     if credentials is None or not credentials.credentials:
         raise Unauthenticated("send an API key as 'Authorization: Bearer <key>'")
-    who = store.principal_for_key(credentials.credentials)
-    if who is None:
-        raise Unauthenticated("the API key is not valid (revoked, mistyped or from another installation)")
+    cache: PrincipalCache = request.app.state.principals
+    digest = sha256(credentials.credentials)
+    who = cache.get(digest)
+    if who is None and not cached_only:
+        who = store.principal_for_key(credentials.credentials)
+        if who is None:
+            raise Unauthenticated("the API key is not valid (revoked, mistyped or from another installation)")
+        cache.put(digest, who)
+    return who
+
+
+def count_request(request: Request, store: Store, settings: Settings, who: Principal) -> None:
+    """Count the request against `who`'s per-minute limit; `RateLimited` (429) beyond it. Blocking (Redis)."""
     retry_after = queries.count_request(store, who, settings.rate_limit_per_minute)
     if retry_after is not None:
         raise RateLimited(settings.rate_limit_per_minute, retry_after)
     request.state.principal = who.name  # for logs: the name, never the key
+
+
+def current_principal(request: Request, store: StoreDep, settings: SettingsDep, credentials: Credentials) -> Principal:
+    """Authenticate and count, blocking: for callers already in a worker thread (the /ui pages)."""
+    who = _principal_for_key(request, store, credentials)
+    count_request(request, store, settings, who)
     return who
 
 
-CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+async def authenticate(request: Request, store: StoreDep, credentials: Credentials) -> Principal:
+    """The caller (401 without a valid key); a worker-thread call only when the key is not cached."""
+    who = _principal_for_key(request, store, credentials, cached_only=True)
+    if who is None:
+        who = await run_in_threadpool(_principal_for_key, request, store, credentials)
+    return who
+
+
+Caller = Annotated[Principal, Depends(authenticate)]
+
+
+async def counted_caller(request: Request, who: Caller, store: StoreDep, settings: SettingsDep) -> Principal:
+    """The caller, with this request counted against their limit (one worker-thread call)."""
+    await run_in_threadpool(count_request, request, store, settings, who)
+    return who
+
+
+CurrentPrincipal = Annotated[Principal, Depends(counted_caller)]

@@ -4,14 +4,19 @@ cursors, show with conditions and events, cancel; body and rate limits; probes a
 from __future__ import annotations
 
 import logging
+import time
 
 import pytest
 import redis
 import yaml
 from api_support import make_api, spec
+from fastapi import routing as fastapi_routing
 
+from api import deps
 from scheduler import queries
+from scheduler import store as store_module
 from scheduler.store import Store
+from scheduler.store_keys import sha256
 
 PROBLEM = "application/problem+json"
 
@@ -142,6 +147,45 @@ def test_rate_limit_is_per_principal_with_retry_after(monkeypatch):
     assert api.call("b", "GET", "/v1/jobs").status_code == 200
     monkeypatch.setattr(queries, "_clock", lambda: 1_800_000_060.0)  # the next window
     assert api.call("a", "GET", "/v1/jobs").status_code == 200
+
+
+def _v1_routes(app) -> list[tuple[str, str]]:
+    contexts = getattr(fastapi_routing, "iter_route_contexts", None)  # FastAPI >= 0.16x nests included routers
+    routes = contexts(app.routes) if contexts else app.routes
+    return sorted({(method, route.path) for route in routes if getattr(route, "path", "").startswith("/v1/")
+                   for method in route.methods - {"HEAD"}})
+
+
+def test_every_v1_route_counts_against_the_limit(monkeypatch):
+    """Most routes count by a dependency; the jobs routes count themselves (the busiest ones in their
+    store call's worker thread): none may be left out, whatever its answer."""
+    monkeypatch.setattr(queries, "_clock", lambda: 1_800_000_010.0)
+    routes = _v1_routes(make_api().client.app)
+    assert ("POST", "/v1/jobs") in routes and ("GET", "/v1/jobs/{job_id}") in routes
+    for method, path in routes:
+        api = make_api(rate_limit_per_minute=1)
+        first = api.call("a", method, path.replace("{job_id}", "job_x").replace("{plan_id}", "plan_x"),
+                         json=spec("counted"))
+        assert first.status_code != 429, (method, path)
+        assert api.call("a", "GET", "/v1/jobs").status_code == 429, f"{method} {path} was not counted"
+
+
+def test_a_revoked_key_is_refused_within_the_key_cache_ttl(api, monkeypatch):
+    """Each server process remembers a key's principal for KEY_CACHE_TTL_S; after that a revoked key gets 401."""
+    assert api.call("a", "GET", "/v1/jobs").status_code == 200
+    assert api.store.revoke_api_key(sha256(api.keys["a"])[:16])
+    clock = time.monotonic()
+    monkeypatch.setattr(deps.time, "monotonic", lambda: clock + deps.KEY_CACHE_TTL_S + 0.001)
+    assert api.call("a", "GET", "/v1/jobs").status_code == 401
+    assert api.call("b", "GET", "/v1/jobs").status_code == 200  # other keys are looked up again and still work
+
+
+def test_an_unknown_key_is_not_remembered_so_it_works_once_created(api, monkeypatch):
+    monkeypatch.setattr(store_module.secrets, "token_urlsafe", lambda _: "chosen-in-advance")
+    headers = {"Authorization": "Bearer csk_chosen-in-advance"}
+    assert api.client.get("/v1/jobs", headers=headers).status_code == 401
+    assert api.store.create_api_key("submitter", "vision", "newcomer")[0] == "csk_chosen-in-advance"
+    assert api.client.get("/v1/jobs", headers=headers).status_code == 200
 
 
 def test_keys_never_appear_in_responses_or_logs(api, caplog):

@@ -1,18 +1,29 @@
-"""Jobs: submit (JSON or YAML, idempotent), list, show with conditions and events, cancel."""
+"""Jobs: submit (JSON or YAML, idempotent), list, show with conditions and events, cancel.
+
+The routes here count the request against the caller's limit themselves (app.py includes this
+router with authentication only). Submitting and showing a job are the busiest routes: they are
+`async def` and do all their blocking work — the count, then their store calls — in one
+worker-thread call. (FastAPI runs each plain `def` dependency and route in a worker thread of its
+own, and validates a `def` route's answer in yet another.)
+"""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
 
-from api.bodies import SPEC_BODY, SpecBody
+from api.bodies import SPEC_BODY, parse_spec
 from api.conditions import job_conditions
-from api.deps import CurrentPrincipal, StoreDep
+from api.deps import Caller, CurrentPrincipal, SettingsDep, StoreDep, count_request
 from api.errors import problem_doc
 from api.schemas import JobDetail, JobPage, JobPublic
 from scheduler import queries, services
 from scheduler.lifecycle import JobState
+from scheduler.records import JobRecord, Principal
+from scheduler.settings import Settings
+from scheduler.store import Store
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -24,15 +35,22 @@ JobId = Annotated[str, Path(max_length=64, examples=["job_01jd2k8q6v3m9x4c7b2n5r
              responses={200: {"model": JobPublic, "description": "Same Idempotency-Key and body: the original job"},
                         **problem_doc(409, "Name taken, or Idempotency-Key reused with another body"),
                         **problem_doc(415, "Content-Type is neither application/json nor application/yaml")})
-def submit_job(who: CurrentPrincipal, store: StoreDep, body: SpecBody, response: Response,
-               idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> JobPublic:
+async def submit_job(request: Request, who: Caller, store: StoreDep, settings: SettingsDep, response: Response,
+                     idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> JobPublic:
     """Answered only once the job is stored. With `Idempotency-Key`, a retry with the same body returns
     the original job (200); the same key with another body is refused (409)."""
-    spec, raw = body
-    job, created = services.submit_job(store, who, spec, idempotency_key=idempotency_key, raw_body=raw)
+    raw = await request.body()  # over max_body_bytes: 413 (api.limits)
+    job, created = await run_in_threadpool(_submit, request, store, settings, who, raw, idempotency_key)
     response.status_code = 201 if created else 200
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return JobPublic.of(job)
+
+
+def _submit(request: Request, store: Store, settings: Settings, who: Principal, raw: bytes,
+            idempotency_key: str | None) -> tuple[JobRecord, bool]:
+    count_request(request, store, settings, who)  # before parsing: a bad body counts too
+    spec = parse_spec(raw, request.headers.get("content-type", ""))
+    return services.submit_job(store, who, spec, idempotency_key=idempotency_key, raw_body=raw)
 
 
 @router.get("", summary="List jobs, newest first")
@@ -47,9 +65,15 @@ def list_jobs(who: CurrentPrincipal, store: StoreDep,
 
 
 @router.get("/{job_id}", summary="A job with its conditions and events")
-def get_job(job_id: JobId, who: CurrentPrincipal, store: StoreDep) -> JobDetail:
+async def get_job(request: Request, job_id: JobId, who: Caller, store: StoreDep, settings: SettingsDep) -> JobDetail:
+    return await run_in_threadpool(_job_detail, request, store, settings, who, job_id)
+
+
+def _job_detail(request: Request, store: Store, settings: Settings, who: Principal, job_id: str) -> JobDetail:
+    count_request(request, store, settings, who)
     job, events = queries.job_with_events(store, who, job_id)
-    return JobDetail(**JobPublic.of(job).model_dump(), conditions=job_conditions(job, events), events=events)
+    # dict(), not model_dump(): the validated spec is passed on as it is instead of being checked again
+    return JobDetail(**dict(JobPublic.of(job)), conditions=job_conditions(job, events), events=events)
 
 
 @router.post("/{job_id}/actions/cancel", summary="Cancel a job",

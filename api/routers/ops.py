@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from api.deps import get_store
+from api.deps import store_of
 from api.errors import problem, problem_doc
 from api.routers.catalog import DATA_AS_OF
 from scheduler.catalog import load_catalog
@@ -17,7 +17,7 @@ router = APIRouter(tags=["ops"])
 
 
 @router.get("/healthz", summary="The process is up")
-def healthz() -> dict:
+async def healthz() -> dict:
     return {"status": "ok"}
 
 
@@ -26,7 +26,7 @@ def healthz() -> dict:
 def readyz(request: Request):
     checks: dict[str, dict] = {}
     try:
-        checks["store"] = {"ok": bool(get_store(request).ping())}
+        checks["store"] = {"ok": bool(store_of(request).ping())}
     except (StoreUnavailable, OSError) as exc:
         checks["store"] = {"ok": False, "error": type(exc).__name__}
     # Celery's broker is the store's Redis (DESIGN §5): it answers when the store does.
