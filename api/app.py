@@ -13,7 +13,7 @@ from api.metrics import Metrics, MetricsMiddleware
 from api.routers import catalog, jobs, ops, plans, reports, validate
 from scheduler.models import JobSpec
 from scheduler.settings import Settings, get_settings
-from scheduler.store import Store
+from scheduler.store import Store, open_store
 
 DESCRIPTION = """Place GPU jobs across centralized and distributed clouds at minimum cost.
 
@@ -51,6 +51,12 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # outermost: counts 413s too
     app.openapi = lambda: _openapi(app)
     return app
+
+
+def create_app_from_environment() -> FastAPI:
+    """The app of one `cloudsched serve --workers N` process: `CLOUDSCHED_*` settings, the store opened now."""
+    settings = get_settings()
+    return create_app(settings, open_store(settings))
 
 
 def _openapi(app: FastAPI) -> dict:

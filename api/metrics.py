@@ -2,14 +2,19 @@
 
 Labels are bounded: the route *template* (`/v1/jobs/{job_id}`, never an id), `unmatched`
 for paths no route knows, and job states. One registry per app, so tests can build many apps.
+
+With `cloudsched serve --workers N` each process counts its own requests, in the files of
+prometheus_client's multiprocess mode (`PROMETHEUS_MULTIPROC_DIR`, set by `serve` before the
+processes start); a scrape of any of them then reports the sums over all N.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -17,6 +22,8 @@ from scheduler.errors import StoreUnavailable
 from scheduler.lifecycle import JobState
 
 log = logging.getLogger("cloudsched.api")
+
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class JobsByState:
@@ -47,7 +54,17 @@ class Metrics:
         self.latency = Histogram("cloudsched_http_request_duration_seconds", "HTTP request latency",
                                  ["method", "route"], registry=self.registry,
                                  buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60))
-        self.registry.register(JobsByState(app_state))
+        self.jobs_by_state = JobsByState(app_state)
+        self.registry.register(self.jobs_by_state)
+
+    def exposition(self) -> bytes:
+        """Every metric in Prometheus' text format; request figures summed over the serving processes."""
+        if not os.environ.get(MULTIPROCESS_DIR):
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        registry.register(self.jobs_by_state)
+        return generate_latest(registry)
 
 
 class MetricsMiddleware:

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import atexit
 import getpass
+import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from typing import Annotated, Optional
 
 import typer
@@ -74,7 +77,7 @@ def keys_list() -> None:
 
 @keys_app.command("revoke")
 def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id from `keys list`.")]) -> None:
-    """Revoke a key at once: requests with it get 401."""
+    """Revoke a key: requests with it get 401 (within 5 s: API processes remember a key that long)."""
     if not _store().revoke_api_key(key_id, actor=getpass.getuser()):
         err.print(f"[red]error:[/red] no key with id {key_id!r}")
         raise typer.Exit(1)
@@ -83,26 +86,40 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id from `key
 
 def serve(host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
           port: Annotated[int, typer.Option(min=1, max=65535)] = 8080,
+          workers: Annotated[int, typer.Option(min=1, max=64, help="API processes on the one port (uvicorn workers); "
+                                                                    "about one per core.")] = 1,
           worker: Annotated[bool, typer.Option("--worker/--no-worker",
                                                help="Also run a Celery worker on the same Redis.")] = True,
           log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info") -> None:
     """Run the API on the configured Redis: the embedded one (kept running by a supervisor) by default."""
     import uvicorn
 
-    from api.app import create_app
     from scheduler import redis_server
     from scheduler.settings import Settings
-    from scheduler.store import open_store
 
     settings = Settings()
     if settings.embedded:
+        # Started (and supervised) here, before any API process: they all attach to this one server.
         server = redis_server.embedded(settings.data_dir)
         redis_server.supervise(settings.data_dir)
         err.print(f"embedded Redis on {server.socket_file} (data in {settings.data_dir})")
-    app = create_app(settings, open_store(settings))
     if worker:
         _start_worker()
-    err.print(f"API on http://{host}:{port}  (docs: /docs, readiness: /readyz)")
+    err.print(f"API on http://{host}:{port} in {workers} process(es)  (docs: /docs, readiness: /readyz)")
+    if workers > 1:
+        # uvicorn starts the processes (each builds its own app on the same settings) and stops them on
+        # SIGTERM; then this function returns, and the atexit hooks stop the embedded Redis and the worker.
+        # The processes count requests in shared files, so that /metrics reports all of them (api.metrics).
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="cloudsched-metrics-")
+            atexit.register(shutil.rmtree, os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+        uvicorn.run("api.app:create_app_from_environment", factory=True, workers=workers, host=host, port=port,
+                    log_level=log_level)
+        return
+    from api.app import create_app
+    from scheduler.store import open_store
+
+    app = create_app(settings, open_store(settings))
     # uvicorn re-raises SIGTERM once it has shut down; as an exit (not the default kill) it lets
     # the atexit hooks stop the embedded Redis and the worker this process started.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
