@@ -1,6 +1,6 @@
 """API benchmark: submissions, durability under `kill -9` of the embedded Redis, status reads.
 
-Starts a real `cloudsched serve --no-worker` (embedded Redis, AOF `everysec`) on a free
+Starts a real `cloudsched serve --workers N --no-worker` (embedded Redis, AOF `everysec`) on a free
 loopback port in a fresh temporary CLOUDSCHED_DATA_DIR, creates a submitter key with
 `cloudsched keys create` on the same directory, and drives it with an open-model load:
 request i is due at t0 + i/rate whatever the answers, over a fixed number of keep-alive
@@ -17,8 +17,11 @@ Phases:
      id) is then looked for through GET /v1/jobs: lost = acknowledged - found;
   3. status reads: GET /v1/jobs/{id} of random stored ids.
 
-    .venv/bin/python benchmarks/api.py                      # defaults: 1000/s for 20 s, 32 connections
+    .venv/bin/python benchmarks/api.py                      # defaults: 1000/s for 20 s, 32 connections, 2 workers
     .venv/bin/python benchmarks/api.py --procs 2 --rate 500 --read-rate 1000
+
+Each run also reports the CPU cores used by the API processes, the redis-server, the load
+generator and everything else on the machine ("others": on a shared machine, other people's work).
 
 Only loopback; the shared Redis on 127.0.0.1:6379 is never touched (CLOUDSCHED_REDIS_URL is
 removed from the server's environment). The per-principal rate limit would refuse the load
@@ -264,12 +267,53 @@ def run_load(args, server: Server, kind: str, rate: float, duration_s: float, *,
             warm.result()
         t0_wall = time.time() + 0.5
         jobs = _jobs(args, server, kind, rate, duration_s, procs, t0_wall, prefix=prefix, ids=ids, retries=retries)
+        cpu_before, started = cpu_seconds(server), time.monotonic()
         futures = [pool.submit(_drive_in_process, job) for job in jobs]
         extra = during(t0_wall) if during else {}
         rows = sorted((row for f in futures for row in f.result()), key=lambda r: r[0])
+        cpu_after, elapsed = cpu_seconds(server), time.monotonic() - started
     run = Run(name, rate, duration_s, rows, extra or {})
-    say(run.summary())
+    run.extra["cpu_cores"] = cores_used(cpu_before, cpu_after, elapsed)
+    say(run.summary() + f"; CPU cores used: {run.extra['cpu_cores']}")
     return run
+
+
+def cpu_seconds(server: Server) -> dict[tuple[str, int], float]:
+    """CPU seconds so far, per (part, pid): the API processes, the redis-server, the load generator (this
+    process and its pool), and ("machine", 0) all the machine's cores together."""
+    seconds: dict[tuple[str, int], float] = {}
+    me = psutil.Process()
+    try:
+        serve = {server.proc.pid} | {p.pid for p in psutil.Process(server.proc.pid).children(recursive=True)}
+    except psutil.Error:
+        serve = set()
+    redis_pid = server.redis_pid()  # daemonized: not a child of serve
+    redis_server = [psutil.Process(redis_pid)] if redis_pid else []
+    for process in [me, *me.children(recursive=True), *redis_server]:
+        try:
+            name, times = process.name(), process.cpu_times()
+        except psutil.Error:
+            continue
+        part = "redis" if "redis-server" in name else "api" if process.pid in serve else "generator"
+        seconds[part, process.pid] = times.user + times.system
+    machine = psutil.cpu_times()
+    seconds["machine", 0] = machine.user + machine.nice + machine.system + machine.irq + machine.softirq + \
+        getattr(machine, "steal", 0.0)
+    return seconds
+
+
+def cores_used(before: dict[tuple[str, int], float], after: dict[tuple[str, int], float], elapsed_s: float
+               ) -> dict[str, float]:
+    """Cores each part kept busy between two `cpu_seconds`, and `others`: what the rest of the machine used
+    (other people's work on a shared machine). A process that ended in between is missing (the killed
+    redis-server of the kill run: its figure there is low)."""
+    used: dict[str, float] = {"api": 0.0, "redis": 0.0, "generator": 0.0}
+    for (part, pid), value in after.items():
+        if part != "machine":
+            used[part] += (value - before.get((part, pid), 0.0)) / elapsed_s
+    machine = (after["machine", 0] - before["machine", 0]) / elapsed_s
+    used["others"] = max(0.0, machine - sum(used.values()))
+    return {part: round(value, 2) for part, value in used.items()}
 
 
 def _ready() -> bool:
@@ -297,7 +341,7 @@ def _free_port() -> int:
 class Server:
     """`cloudsched serve --no-worker` on a fresh data directory, with one submitter key."""
 
-    def __init__(self, log_level: str):
+    def __init__(self, log_level: str, workers: int = 1):
         self.data_dir = Path(tempfile.mkdtemp(prefix="csbench-"))
         self.port = _free_port()
         self.base = f"http://{HOST}:{self.port}"
@@ -306,7 +350,7 @@ class Server:
         self.env.pop("CLOUDSCHED_REDIS_URL", None)  # the embedded Redis, never a shared one
         self.log = open(self.data_dir / "serve.log", "w")
         self.command = [sys.executable, "-m", "scheduler.cli", "serve", "--host", HOST, "--port", str(self.port),
-                        "--no-worker", "--log-level", log_level]
+                        "--workers", str(workers), "--no-worker", "--log-level", log_level]
         self.proc = subprocess.Popen(self.command, env=self.env, cwd=ROOT, stdout=self.log, stderr=self.log)
         self.key = ""
         self.redis = None  # scheduler.redis_server.EmbeddedRedis, attached (not owned) once serve is ready
@@ -449,8 +493,9 @@ def timeline(run: Run, seconds: int) -> str:
 def report(args, figures: dict) -> None:
     base, sub, kill, read = figures["baseline"], figures["submit"], figures["kill"], figures["read"]
     durable = figures["submit_store"]
-    table = Table(title=f"cloudsched API on {os.cpu_count()} cores, load generator on the same machine "
-                        f"({args.client} client, {args.procs} process(es), {args.connections} connections)",
+    table = Table(title=f"cloudsched API ({args.workers} worker process(es)) on {os.cpu_count()} cores, load generator "
+                        f"on the same machine ({args.client} client, {args.procs} process(es), "
+                        f"{args.connections} connections)",
                   header_style="bold")
     for column in ("figure", "measured", "target (issue #3)", "met"):
         table.add_column(column)
@@ -475,6 +520,7 @@ def report(args, figures: dict) -> None:
         sub.rate >= 1000)
     row("submission latency max", f"{sub.latency_ms(100):.1f} ms")
     row("submission answers", ", ".join(f"{k}: {v}" for k, v in sub.statuses().items()))
+    row("  CPU cores: API / redis / generator / others", _cores(sub))
     row("ratio submissions / healthz (achieved)", f"{sub.ok_per_s / max(base.ok_per_s, 1e-9):.2f}")
     k = figures["kill_store"]
     row(f"kill -9 run at {kill.rate:g}/s: acknowledged", f"{k['acknowledged']:,}")
@@ -493,7 +539,13 @@ def report(args, figures: dict) -> None:
     row("status read latency p50 / p99", f"{read.latency_ms(50):.1f} / {read.latency_ms(99):.1f} ms",
         "p99 ≤ 10 ms at 5,000/s", read.latency_ms(99) <= 10, read.rate >= 5000)
     row("status read answers", ", ".join(f"{k}: {v}" for k, v in read.statuses().items()))
+    row("  CPU cores: API / redis / generator / others", _cores(read))
     console.print(table)
+
+
+def _cores(run: Run) -> str:
+    cores = run.extra["cpu_cores"]
+    return " / ".join(f"{cores[part]:.2f}" for part in ("api", "redis", "generator", "others"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -503,6 +555,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=20, help="seconds of each submission run")
     parser.add_argument("--connections", type=int, default=32, help="keep-alive connections in all")
     parser.add_argument("--procs", type=int, default=1, help="load generator processes (connections split)")
+    parser.add_argument("--workers", type=int, default=2, help="API processes: `cloudsched serve --workers`")
     parser.add_argument("--client", choices=("raw", "httpx"), default="raw",
                         help="raw: a minimal hand-written HTTP/1.1 client (about 4x less CPU per request, so the "
                              "figures are the server's); httpx: httpx.AsyncClient (its CPU cost shares the 2 cores)")
@@ -526,7 +579,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("rates, durations, --connections and --procs must be positive")
     kill_at = args.kill_at if args.kill_at is not None else args.duration / 2
 
-    server = Server(args.log_level)
+    server = Server(args.log_level, args.workers)
     say(f"serve: {' '.join(server.command[1:])}\n  data dir {server.data_dir} (embedded Redis, "
                   f"AOF everysec), CLOUDSCHED_RATE_LIMIT_PER_MINUTE=10000000")
     figures: dict = {}
