@@ -107,7 +107,7 @@ def test_list_filters_and_cursor_pagination(api):
     cancelled = api.call("a", "GET", "/v1/jobs", params={"state": "cancelled"}).json()["items"]
     assert [j["id"] for j in cancelled] == [ids[0]]
     for params, field in [({"cursor": "abc"}, "cursor"), ({"state": "done"}, "state"), ({"limit": 0}, "limit"),
-                          ({"teem": "vision"}, "teem")]:
+                          ({"teem": "vision"}, "teem"), ([("team", "vision"), ("team", "nlp")], "team")]:
         response = api.call("a", "GET", "/v1/jobs", params=params)
         assert response.status_code == 422 and field in {e["field"] for e in response.json()["errors"]}
 
