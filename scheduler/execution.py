@@ -18,7 +18,6 @@ the unit with the time left before its deadline (`scheduler.recovery`).
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,7 +29,6 @@ from scheduler.errors import Conflict, NotFound, TransitionNotAllowed
 from scheduler.launches import Attempt, LaunchStore, LaunchUnit, adapter_for, parse_key, schedule_plan
 from scheduler.lifecycle import TERMINAL_JOB_STATES, JobState, PlanState
 from scheduler.lifecycle import path as lifecycle_path
-from scheduler.models import Offer
 from scheduler.providers import Handle, LaunchRequest, Phase, Provider, ProviderError, Status
 from scheduler.records import JobRecord, PlanRecord
 from scheduler.store import Store
@@ -78,10 +76,6 @@ class Executor:
 
     def _adapter(self, provider: str) -> str:
         return adapter_for(provider, self.config.launch_via)
-
-    @functools.cached_property
-    def _offers(self) -> dict[str, Offer]:
-        return {o.id: o for o in self.catalog.offers}
 
     # -- dispatch --------------------------------------------------------------------------
 
@@ -154,8 +148,9 @@ class Executor:
     def _recheck(self, job: JobRecord, unit: LaunchUnit, provider: Provider) -> tuple[str, str] | None:
         """(reason, message) if the offer no longer holds: price, capacity or compliance."""
         cur = unit.current
-        offer = self._offers.get(cur.offer_id)
-        if offer is None:
+        try:
+            offer = self.catalog.offer(cur.offer_id)
+        except KeyError:
             return "OfferGone", f"offer {cur.offer_id} is no longer in the catalog"
         try:
             quote = provider.quote(offer)
@@ -196,7 +191,7 @@ class Executor:
 
     def _request(self, job: JobRecord, unit: LaunchUnit) -> LaunchRequest:
         cur, spec = unit.current, job.spec
-        return LaunchRequest(job_id=job.id, team=job.team, name=job.name, offer=self._offers[cur.offer_id],
+        return LaunchRequest(job_id=job.id, team=job.team, name=job.name, offer=self.catalog.offer(cur.offer_id),
                              nodes=cur.nodes, gpus=cur.gpus, run_hours=cur.run_hours, kind=spec.kind.value,
                              image=spec.launch.image, command=spec.launch.command, env=dict(spec.launch.env),
                              approved_price_per_node_hour=cur.price_per_node_hour, attempt=cur.attempt)
