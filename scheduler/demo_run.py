@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from scheduler.lifecycle import TERMINAL_JOB_STATES, JobState
+from scheduler.models import parse_utc
 from scheduler.records import PlanRecord
 from scheduler.settings import Settings
 from scheduler.store import Store
@@ -23,8 +25,7 @@ TIMEOUT_S = 180.0
 
 
 def _warp(plan: PlanRecord) -> tuple[datetime, float]:
-    starts = sorted(datetime.fromisoformat(s.start.replace("Z", "+00:00"))
-                    for a in plan.document.assignments for s in a.segments)
+    starts = sorted(parse_utc(s.start) for a in plan.document.assignments for s in a.segments)
     span = (starts[-1] - starts[0]).total_seconds() if starts else 0.0
     return (starts[0] if starts else datetime.now(timezone.utc)), max(1.0, span / EXECUTION_SPAN_S)
 
@@ -85,8 +86,6 @@ def _table(store: Store, plan: PlanRecord, jobs) -> Table:
 
 
 def _last_line(units) -> str:
-    from pathlib import Path
-
     for u in units:
         handle = u.current.handle or {}
         root = Path(handle["extra"]["dir"]) if handle.get("extra", {}).get("dir") else None

@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Iterable
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 import redis
 from pydantic import Field
 
 from scheduler.errors import NotFound
-from scheduler.models import StrictModel, UtcDatetime
+from scheduler.models import StrictModel, UtcDatetime, parse_utc
 
 if TYPE_CHECKING:
     from scheduler.records import PlanRecord
@@ -254,16 +253,12 @@ def schedule_plan(launches: LaunchStore, plan: PlanRecord, launch_via: str) -> i
             uid = unit_id(a.job_id, plan.plan_id, i)
             units.append(LaunchUnit(
                 id=uid, job_id=a.job_id, plan_id=plan.plan_id, team=a.team, index=i,
-                deadline=_at(a.deadline), planned_cost=round(seg.compute_cost + seg.egress_cost, 2),
+                deadline=parse_utc(a.deadline), planned_cost=round(seg.compute_cost + seg.egress_cost, 2),
                 attempts=[Attempt(attempt=1, key=f"{uid}.1", offer_id=seg.offer_id, provider=seg.provider,
                                   adapter=adapter_for(seg.provider, launch_via), market=seg.market, nodes=seg.nodes,
                                   gpus=seg.gpus, price_per_node_hour=seg.price_per_node_hour,
-                                  run_hours=seg.run_hours, start=_at(seg.start))]))
+                                  run_hours=seg.run_hours, start=parse_utc(seg.start))]))
     return launches.add(units)
-
-
-def _at(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 _ADD = """
@@ -308,7 +303,3 @@ return 0
 def _chunks(items: list, size: int):
     for i in range(0, len(items), size):
         yield items[i:i + size]
-
-
-def epoch(at: datetime) -> float:
-    return at.timestamp()

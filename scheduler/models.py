@@ -40,6 +40,11 @@ def _utc(value: datetime) -> datetime:
 UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
 
 
+def parse_utc(value: str) -> datetime:
+    """A plan document's timestamp (`2026-11-23T01:00:00Z`) as a datetime."""
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
 def iso_z(value: datetime) -> str:
     """`2026-11-22T01:00:00Z`: the one timestamp format of plan documents."""
     return _utc(value).strftime("%Y-%m-%dT%H:%M:%SZ")

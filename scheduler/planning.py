@@ -35,6 +35,7 @@ from scheduler.models import (
     SolverInfo,
     Summary,
     iso_z,
+    parse_utc,
 )
 from scheduler.reasons import unplaced_entries
 
@@ -110,7 +111,7 @@ def _assignments(problem: Problem, inst: Instance, result: SolveResult) -> list[
             continue
         segments = _segments(problem, inst, result, j)
         total = round(sum(s.compute_cost + s.egress_cost for s in segments), 2)
-        last_end = max(datetime.fromisoformat(s.end.replace("Z", "+00:00")) for s in segments)
+        last_end = max(parse_utc(s.end) for s in segments)
         baseline = inst.cands[j].baseline_cost
         out.append(Assignment(
             job_id=problem.job_id(j), job_name=job.name, team=job.team, placement="centralized",

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 
 import redis
 
@@ -18,7 +17,7 @@ from scheduler import services
 from scheduler.catalog import Catalog, load_catalog
 from scheduler.diff import JobDiff, diff_plans, summary_line
 from scheduler.errors import NotFound, StoreUnavailable
-from scheduler.models import Unplaced
+from scheduler.models import Unplaced, parse_utc
 from scheduler.planning import build_problem
 from scheduler.reasons import consider
 from scheduler.records import Event, JobRecord, PlanInfo, Principal
@@ -110,7 +109,7 @@ def explain_job(store: Store, who: Principal, plan_id: str, job_id: str, *, show
     if chosen is None and unplaced is None:
         raise NotFound("job in plan", f"{plan_id}/{job.id}")
     catalog = catalog or load_catalog()
-    problem = build_problem([job.spec], now=_ts(doc.horizon.start), catalog=catalog, job_ids=[job.id])
+    problem = build_problem([job.spec], now=parse_utc(doc.horizon.start), catalog=catalog, job_ids=[job.id])
     chosen_ids = {s.offer_id for s in chosen.segments} if chosen else set()
     chosen_cost = chosen.total_cost if chosen else None
     rows = consider(problem, job.spec)
@@ -133,10 +132,6 @@ def _considered(r, shards: int, chosen_ids: set[str], chosen_cost: float | None)
         market=r.offer.market.value, gpu_type=r.offer.gpu_type, status=status, reason=r.code,
         gpus=r.est.billed_gpus * shards if r.est else None, hours=round(r.est.hours, 3) if r.est else None,
         cost=round(r.job_cost, 2) if r.job_cost is not None else None, cost_vs_chosen=delta)
-
-
-def _ts(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 # -- rate limit -----------------------------------------------------------------------------

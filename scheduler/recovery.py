@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from scheduler.catalog import Catalog
 from scheduler.launches import Attempt, LaunchUnit
+from scheduler.models import parse_utc
 from scheduler.planning import PlanOptions, build_problem, plan_batch
 from scheduler.records import JobRecord
 
@@ -72,8 +73,7 @@ def replace(catalog: Catalog, job: JobRecord, unit: LaunchUnit, now: datetime, c
         return (f"the best re-placement ({seg.offer_id}, ${seg.compute_cost + seg.egress_cost:,.2f}) brings the unit "
                 f"to ${total:,.2f}, above the approved ${unit.planned_cost:,.2f} + "
                 f"{config.recovery_tolerance:.0%}: ops must approve it")
-    start = datetime.fromisoformat(seg.start.replace("Z", "+00:00"))
     return Attempt(attempt=len(unit.attempts) + 1, key="", offer_id=seg.offer_id, provider=seg.provider,
                    adapter=cur.adapter, market=seg.market, nodes=seg.nodes, gpus=seg.gpus,
                    price_per_node_hour=seg.price_per_node_hour, run_hours=seg.run_hours,
-                   start=max(start, now - timedelta(seconds=0)))
+                   start=max(parse_utc(seg.start), now))

@@ -17,7 +17,7 @@ from scheduler.errors import Conflict, Forbidden, InvalidArgument, NotFound, Sta
 from scheduler.fingerprint import PlanInputs, spec_version, what_changed
 from scheduler.launches import schedule_plan
 from scheduler.lifecycle import JobState, PlanState
-from scheduler.models import JobSpec, PlanDocument
+from scheduler.models import JobSpec, PlanDocument, parse_utc
 from scheduler.planning import PlanOptions, build_problem, plan_batch
 from scheduler.records import JobRecord, PlanRecord, Principal
 from scheduler.settings import get_settings
@@ -198,7 +198,7 @@ def _require_ops(who: Principal) -> None:
 
 def _first_start(doc: PlanDocument) -> datetime | None:
     starts = [s.start for a in doc.assignments for s in a.segments]
-    return datetime.fromisoformat(min(starts).replace("Z", "+00:00")) if starts else None
+    return parse_utc(min(starts)) if starts else None
 
 
 def approve_plan(store: Store, who: Principal, plan_id: str, expected_fingerprint: str, comment: str = "",

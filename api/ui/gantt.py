@@ -14,7 +14,7 @@ import heapq
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from scheduler.models import Assignment
+from scheduler.models import Assignment, parse_utc
 
 LABEL_WIDTH = 150  # px: "provider / region" on the left of each lane
 LABEL_CHARS = 21  # longer labels are cut (the full one is the tooltip)
@@ -75,10 +75,6 @@ class Gantt:
         return not self.bars
 
 
-def parse_ts(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
 def _pack(intervals: list[tuple[float, float, int]]) -> tuple[dict[int, int], int]:
     """Row of each interval (start, end, key) so that no two in a row overlap; returns (rows, row count)."""
     active: list[tuple[float, int]] = []  # (end, row)
@@ -126,8 +122,8 @@ def layout(assignments: list[Assignment], architecture: dict[str, str], low_slac
     segments = [(a, s) for a in assignments for s in a.segments]
     if not segments:
         return Gantt(LABEL_WIDTH + PLOT_WIDTH, AXIS_HEIGHT, ROW_HEIGHT, LABEL_WIDTH, [], [], [])
-    starts = [parse_ts(s.start) for _, s in segments]
-    ends = [parse_ts(s.end) for _, s in segments]
+    starts = [parse_utc(s.start) for _, s in segments]
+    ends = [parse_utc(s.end) for _, s in segments]
     t0 = min(starts).astimezone(timezone.utc)
     hours = max((max(ends) - t0).total_seconds() / 3600, 1.0)
     px_per_hour = min(max(PLOT_WIDTH / hours, MIN_PX_PER_HOUR), MAX_PLOT_WIDTH / hours)
@@ -149,7 +145,7 @@ def layout(assignments: list[Assignment], architecture: dict[str, str], low_slac
         for i in members:
             a, s = segments[i]
             x = x_of(starts[i])
-            deadline = parse_ts(a.deadline)
+            deadline = parse_utc(a.deadline)
             bars.append(Bar(
                 x=round(x, 1), y=y + ROW_GAP + rows[i] * (ROW_HEIGHT + ROW_GAP),
                 width=round(max(x_of(ends[i]) - x, MIN_BAR_WIDTH), 1), job_id=a.job_id, job_name=a.job_name,
