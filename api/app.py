@@ -31,6 +31,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
                          telemetry={"tracing": False, "metrics": False, "logs": False})
     app.state.settings, app.state.store = settings, store
     app.state.principals = PrincipalCache()
+    app.state.aio = None  # the store's asyncio twin for the hot path, made at first use (api.deps.aio_store_of)
     app.state.metrics = Metrics(app.state)
     errors.install(app)
     app.include_router(ops.router)

@@ -23,11 +23,11 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from starlette.concurrency import run_in_threadpool
 
 from api.bodies import reject_unknown_query
 from api.errors import RateLimited
 from scheduler import queries
+from scheduler.aio import AsyncStore, AsyncStores
 from scheduler.errors import Unauthenticated
 from scheduler.records import Principal
 from scheduler.settings import Settings
@@ -68,6 +68,14 @@ def store_of(request: Request) -> Store:
     return state.store
 
 
+def aio_store_of(request: Request) -> AsyncStore:
+    """The store's hot-path operations on this event loop (`scheduler.aio`)."""
+    state, store = request.app.state, store_of(request)
+    if state.aio is None or state.aio.store is not store:
+        state.aio = AsyncStores(store)
+    return state.aio.get()
+
+
 async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
@@ -90,52 +98,57 @@ StoreDep = Annotated[Store, Depends(get_store)]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def _principal_for_key(request: Request, store: Store, credentials: HTTPAuthorizationCredentials | None,
-                       *, cached_only: bool = False) -> Principal | None:
-    """The key's principal from this process's cache, else (unless `cached_only`) from the store."""
+_NO_KEY = "send an API key as 'Authorization: Bearer <key>'"
+_BAD_KEY = "the API key is not valid (revoked, mistyped or from another installation)"
+
+
+def _key(credentials: HTTPAuthorizationCredentials | None) -> str:
     if credentials is None or not credentials.credentials:
-        raise Unauthenticated("send an API key as 'Authorization: Bearer <key>'")
-    cache: PrincipalCache = request.app.state.principals
-    digest = sha256(credentials.credentials)
-    who = cache.get(digest)
-    if who is None and not cached_only:
-        who = store.principal_for_key(credentials.credentials)
-        if who is None:
-            raise Unauthenticated("the API key is not valid (revoked, mistyped or from another installation)")
-        cache.put(digest, who)
+        raise Unauthenticated(_NO_KEY)
+    return credentials.credentials
+
+
+def _remember(request: Request, key: str, who: Principal | None) -> Principal:
+    if who is None:
+        raise Unauthenticated(_BAD_KEY)
+    request.app.state.principals.put(sha256(key), who)
     return who
 
 
 def count_request(request: Request, store: Store, settings: Settings, who: Principal) -> None:
     """Count the request against `who`'s per-minute limit; `RateLimited` (429) beyond it. Blocking (Redis)."""
-    retry_after = queries.count_request(store, who, settings.rate_limit_per_minute)
-    if retry_after is not None:
-        raise RateLimited(settings.rate_limit_per_minute, retry_after)
-    request.state.principal = who.name  # for logs: the name, never the key
+    refused(queries.count_request(store, who, settings.rate_limit_per_minute), request, settings, who)
 
 
 def current_principal(request: Request, store: StoreDep, settings: SettingsDep, credentials: Credentials) -> Principal:
     """Authenticate and count, blocking: for callers already in a worker thread (the /ui pages)."""
-    who = _principal_for_key(request, store, credentials)
+    key = _key(credentials)
+    who = request.app.state.principals.get(sha256(key)) or _remember(request, key, store.principal_for_key(key))
     count_request(request, store, settings, who)
     return who
 
 
-async def authenticate(request: Request, store: StoreDep, credentials: Credentials) -> Principal:
-    """The caller (401 without a valid key); a worker-thread call only when the key is not cached."""
-    who = _principal_for_key(request, store, credentials, cached_only=True)
-    if who is None:
-        who = await run_in_threadpool(_principal_for_key, request, store, credentials)
-    return who
+async def authenticate(request: Request, credentials: Credentials) -> Principal:
+    """The caller (401 without a valid key); a Redis call only when the key is not cached."""
+    key = _key(credentials)
+    return (request.app.state.principals.get(sha256(key))
+            or _remember(request, key, await aio_store_of(request).principal_for_key(key)))
 
 
 Caller = Annotated[Principal, Depends(authenticate)]
 
 
-async def counted_caller(request: Request, who: Caller, store: StoreDep, settings: SettingsDep) -> Principal:
-    """The caller, with this request counted against their limit (one worker-thread call)."""
-    await run_in_threadpool(count_request, request, store, settings, who)
+async def counted_caller(request: Request, who: Caller, settings: SettingsDep) -> Principal:
+    """The caller, with this request counted against their limit (one Redis round trip)."""
+    refused(await aio_store_of(request).count_request(who, settings.rate_limit_per_minute), request, settings, who)
     return who
+
+
+def refused(retry_after: int | None, request: Request, settings: Settings, who: Principal) -> None:
+    """`RateLimited` (429) when the count said to retry after some seconds; else note who asked, for logs."""
+    if retry_after is not None:
+        raise RateLimited(settings.rate_limit_per_minute, retry_after)
+    request.state.principal = who.name  # the name, never the key
 
 
 CurrentPrincipal = Annotated[Principal, Depends(counted_caller)]

@@ -24,7 +24,8 @@ from scheduler.records import Event, JobRecord, PlanInfo, Principal
 from scheduler.store import Store
 
 RATE_WINDOW_S = 60
-_clock = time.time  # tests replace it to stay inside one window
+RATE_COUNTER_TTL_S = RATE_WINDOW_S + 5
+clock = time.time  # tests replace it to stay inside one window
 
 
 def job_with_events(store: Store, who: Principal, job_id: str, limit: int = 1000) -> tuple[JobRecord, list[Event]]:
@@ -142,13 +143,22 @@ def count_request(store: Store, who: Principal, limit: int, *, now: float | None
 
     Returns None while under `limit`, else the seconds until the window ends (Retry-After).
     """
-    now = _clock() if now is None else now
-    window = int(now // RATE_WINDOW_S)
-    who_hash = hashlib.sha256(f"{who.role}\0{who.team}\0{who.name}".encode()).hexdigest()[:24]
+    now = clock() if now is None else now
     try:
-        count = store.count_in_window(f"ratelimit:{who_hash}:{window}", RATE_WINDOW_S + 5)
+        count = store.count_in_window(rate_counter(who, now), RATE_COUNTER_TTL_S)
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise StoreUnavailable(f"the store cannot be reached: {exc}") from exc
+    return retry_after(count, limit, now)
+
+
+def rate_counter(who: Principal, now: float) -> str:
+    """The name of `who`'s counter for the one-minute window holding `now` (no name or key in it)."""
+    who_hash = hashlib.sha256(f"{who.role}\0{who.team}\0{who.name}".encode()).hexdigest()[:24]
+    return f"ratelimit:{who_hash}:{int(now // RATE_WINDOW_S)}"
+
+
+def retry_after(count: int, limit: int, now: float) -> int | None:
+    """None while `count` is within `limit`, else the seconds until the window of `now` ends."""
     if count <= limit:
         return None
-    return max(1, int((window + 1) * RATE_WINDOW_S - now + 0.999))
+    return max(1, int((int(now // RATE_WINDOW_S) + 1) * RATE_WINDOW_S - now + 0.999))

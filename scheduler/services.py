@@ -50,21 +50,26 @@ def body_hash(raw: bytes) -> str:
 def submit_job(store: Store, who: Principal, spec: JobSpec, *, idempotency_key: str | None = None,
                raw_body: bytes | None = None) -> tuple[JobRecord, bool]:
     """Store a job (answered only once stored). Returns (record, created)."""
-    if who.role == "submitter" and spec.team != who.team:
-        raise InvalidArgument("team", f"must be your team {who.team!r}, not {spec.team!r}")
-    digest = body_hash(raw_body if raw_body is not None else spec.model_dump_json().encode())
+    digest = check_submission(who, spec, raw_body)
     return store.create_job(spec, who.name, idempotency_key=idempotency_key, body_hash=digest)
 
 
-def _visible(who: Principal, job: JobRecord) -> bool:
-    return who.role != "submitter" or job.team == who.team
+def check_submission(who: Principal, spec: JobSpec, raw_body: bytes | None) -> str:
+    """May `who` submit `spec`? Returns the hash an `Idempotency-Key` compares (of the body as sent)."""
+    if who.role == "submitter" and spec.team != who.team:
+        raise InvalidArgument("team", f"must be your team {who.team!r}, not {spec.team!r}")
+    return body_hash(raw_body if raw_body is not None else spec.model_dump_json().encode())
+
+
+def visible(who: Principal, job: JobRecord) -> JobRecord:
+    """`job` if `who` may see it; another team's job is reported as missing, exactly like a missing id."""
+    if who.role == "submitter" and job.team != who.team:
+        raise NotFound("job", job.id)  # no probing other teams
+    return job
 
 
 def get_job(store: Store, who: Principal, job_id: str) -> JobRecord:
-    job = store.get_job(job_id)
-    if not _visible(who, job):
-        raise NotFound("job", job_id)  # the same answer as a missing id: no probing other teams
-    return job
+    return visible(who, store.get_job(job_id))
 
 
 def list_jobs(store: Store, who: Principal, *, team: str | None = None, state: str | None = None,

@@ -114,6 +114,15 @@ class Store:
         `created=False` if the body hash matches and raises `IdempotencyConflict` otherwise
         (keys live 24 h). The body hash defaults to a hash of the normalised spec.
         """
+        job, keys, args = self.create_job_call(spec, submitted_by, idempotency_key, body_hash)
+        outcome, job_id = self._create_job(keys=keys, args=args)
+        if created_job_id(outcome, job_id, job, idempotency_key) is None:
+            return job, True
+        return self.get_job(job_id), False
+
+    def create_job_call(self, spec: JobSpec, submitted_by: str, idempotency_key: str | None = None,
+                        body_hash: str | None = None) -> tuple[JobRecord, list[str], list]:
+        """The new record, and the keys and arguments of the `CREATE_JOB` script that stores it."""
         now = self._clock()
         job = JobRecord(id=records.new_id("job"), spec=spec, team=spec.team, state=JobState.PENDING, version=1,
                         created_at=now, updated_at=now, submitted_by=submitted_by)
@@ -125,20 +134,10 @@ class Store:
                                  data={"name": spec.name, "team": job.team, "state": job.state.value})
         args = [job.id, job.model_dump_json(), job.state.value, job.team, "1" if idempotency_key else "0",
                 body_hash, IDEMPOTENCY_TTL_S, *event]
-        outcome, job_id = self._create_job(keys=keys, args=args)
-        if outcome == "created":
-            return job, True
-        if outcome == "existing":
-            return self.get_job(job_id), False
-        if outcome == "name_taken":
-            raise NameTaken(job.team, spec.name, job_id)
-        raise IdempotencyConflict(idempotency_key or "", job_id)
+        return job, keys, args
 
     def get_job(self, job_id: str) -> JobRecord:
-        raw = self._r.hget(self.keys.job(job_id), "json")
-        if raw is None:
-            raise NotFound("job", job_id)
-        return JobRecord.model_validate_json(raw)
+        return read_job(self._r.hget(self.keys.job(job_id), "json"), job_id)
 
     def get_jobs(self, job_ids: Iterable[str]) -> dict[str, JobRecord]:
         """The jobs of `job_ids` that exist, by id (one round trip)."""
@@ -326,8 +325,7 @@ class Store:
         if since is not None and not _STREAM_ID.fullmatch(since):
             raise InvalidArgument("since", f"{since!r} is not an event id like '1700000000000-0'")
         count = _check_limit(limit)
-        entries = self._r.xrange(key, min="-" if since is None else f"({since}", max="+", count=count)
-        return [_event(event_id, fields) for event_id, fields in entries]
+        return read_events(self._r.xrange(key, min="-" if since is None else f"({since}", max="+", count=count))
 
     @staticmethod
     def _event_args(type: str, actor: str, at: datetime, *, job_id: str | None = None,
@@ -408,6 +406,30 @@ class Store:
         more = len(rows) > limit
         rows = rows[:limit]
         return [member for member, _ in rows], (str(int(rows[-1][1])) if more else None)
+
+
+def created_job_id(outcome: str, job_id: str, job: JobRecord, idempotency_key: str | None) -> str | None:
+    """Read the `CREATE_JOB` script's answer: None if `job` was stored, else the id of the original job
+    that the same `idempotency_key` and body stored before; a conflict is raised."""
+    if outcome == "created":
+        return None
+    if outcome == "existing":
+        return job_id
+    if outcome == "name_taken":
+        raise NameTaken(job.team, job.name, job_id)
+    raise IdempotencyConflict(idempotency_key or "", job_id)
+
+
+def read_job(raw: str | None, job_id: str) -> JobRecord:
+    """A job from its stored JSON (`NotFound` if there is none)."""
+    if raw is None:
+        raise NotFound("job", job_id)
+    return JobRecord.model_validate_json(raw)
+
+
+def read_events(entries: list) -> list[Event]:
+    """Events from the entries of an XRANGE."""
+    return [_event(event_id, fields) for event_id, fields in entries]
 
 
 def open_store(settings: Settings | None = None) -> Store:

@@ -137,7 +137,7 @@ def test_bodies_over_the_limit_are_413_with_or_without_content_length():
 
 
 def test_rate_limit_is_per_principal_with_retry_after(monkeypatch):
-    monkeypatch.setattr(queries, "_clock", lambda: 1_800_000_010.0)  # 50 s before the window ends
+    monkeypatch.setattr(queries, "clock", lambda: 1_800_000_010.0)  # 50 s before the window ends
     api = make_api(rate_limit_per_minute=3)
     statuses = [api.call("a", "GET", "/v1/jobs").status_code for _ in range(4)]
     assert statuses == [200, 200, 200, 429]
@@ -145,7 +145,7 @@ def test_rate_limit_is_per_principal_with_retry_after(monkeypatch):
     assert limited.headers["retry-after"] == "50"
     assert limited.headers["content-type"].startswith(PROBLEM)
     assert api.call("b", "GET", "/v1/jobs").status_code == 200
-    monkeypatch.setattr(queries, "_clock", lambda: 1_800_000_060.0)  # the next window
+    monkeypatch.setattr(queries, "clock", lambda: 1_800_000_060.0)  # the next window
     assert api.call("a", "GET", "/v1/jobs").status_code == 200
 
 
@@ -159,7 +159,7 @@ def _v1_routes(app) -> list[tuple[str, str]]:
 def test_every_v1_route_counts_against_the_limit(monkeypatch):
     """Most routes count by a dependency; the jobs routes count themselves (the busiest ones in their
     store call's worker thread): none may be left out, whatever its answer."""
-    monkeypatch.setattr(queries, "_clock", lambda: 1_800_000_010.0)
+    monkeypatch.setattr(queries, "clock", lambda: 1_800_000_010.0)
     routes = _v1_routes(make_api().client.app)
     assert ("POST", "/v1/jobs") in routes and ("GET", "/v1/jobs/{job_id}") in routes
     for method, path in routes:

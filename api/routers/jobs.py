@@ -2,9 +2,9 @@
 
 The routes here count the request against the caller's limit themselves (app.py includes this
 router with authentication only). Submitting and showing a job are the busiest routes: they are
-`async def` and do all their blocking work — the count, then their store calls — in one
-worker-thread call. (FastAPI runs each plain `def` dependency and route in a worker thread of its
-own, and validates a `def` route's answer in yet another.)
+`async def` on the store's asyncio twin (`scheduler.aio`), so they take no worker thread, and
+showing a job counts the request and reads the job and its events in one Redis round trip.
+While Redis is down or reloading they answer 503 with `Retry-After` at once instead of waiting.
 """
 
 from __future__ import annotations
@@ -12,18 +12,14 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
-from starlette.concurrency import run_in_threadpool
 
 from api.bodies import SPEC_BODY, parse_spec
 from api.conditions import job_conditions
-from api.deps import Caller, CurrentPrincipal, SettingsDep, StoreDep, count_request
+from api.deps import Caller, CurrentPrincipal, SettingsDep, StoreDep, aio_store_of, refused
 from api.errors import problem_doc
 from api.schemas import JobDetail, JobPage, JobPublic
-from scheduler import queries, services
+from scheduler import services
 from scheduler.lifecycle import JobState
-from scheduler.records import JobRecord, Principal
-from scheduler.settings import Settings
-from scheduler.store import Store
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -35,22 +31,16 @@ JobId = Annotated[str, Path(max_length=64, examples=["job_01jd2k8q6v3m9x4c7b2n5r
              responses={200: {"model": JobPublic, "description": "Same Idempotency-Key and body: the original job"},
                         **problem_doc(409, "Name taken, or Idempotency-Key reused with another body"),
                         **problem_doc(415, "Content-Type is neither application/json nor application/yaml")})
-async def submit_job(request: Request, who: Caller, store: StoreDep, settings: SettingsDep, response: Response,
+async def submit_job(request: Request, who: CurrentPrincipal, response: Response,
                      idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> JobPublic:
     """Answered only once the job is stored. With `Idempotency-Key`, a retry with the same body returns
     the original job (200); the same key with another body is refused (409)."""
-    raw = await request.body()  # over max_body_bytes: 413 (api.limits)
-    job, created = await run_in_threadpool(_submit, request, store, settings, who, raw, idempotency_key)
+    raw = await request.body()  # over max_body_bytes: 413 (api.limits); counted already, like any bad body
+    spec = parse_spec(raw, request.headers.get("content-type", ""))
+    job, created = await aio_store_of(request).submit_job(who, spec, idempotency_key=idempotency_key, raw_body=raw)
     response.status_code = 201 if created else 200
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return JobPublic.of(job)
-
-
-def _submit(request: Request, store: Store, settings: Settings, who: Principal, raw: bytes,
-            idempotency_key: str | None) -> tuple[JobRecord, bool]:
-    count_request(request, store, settings, who)  # before parsing: a bad body counts too
-    spec = parse_spec(raw, request.headers.get("content-type", ""))
-    return services.submit_job(store, who, spec, idempotency_key=idempotency_key, raw_body=raw)
 
 
 @router.get("", summary="List jobs, newest first")
@@ -65,13 +55,9 @@ def list_jobs(who: CurrentPrincipal, store: StoreDep,
 
 
 @router.get("/{job_id}", summary="A job with its conditions and events")
-async def get_job(request: Request, job_id: JobId, who: Caller, store: StoreDep, settings: SettingsDep) -> JobDetail:
-    return await run_in_threadpool(_job_detail, request, store, settings, who, job_id)
-
-
-def _job_detail(request: Request, store: Store, settings: Settings, who: Principal, job_id: str) -> JobDetail:
-    count_request(request, store, settings, who)
-    job, events = queries.job_with_events(store, who, job_id)
+async def get_job(request: Request, job_id: JobId, who: Caller, settings: SettingsDep) -> JobDetail:
+    retry_after, job, events = await aio_store_of(request).show_job(who, job_id, limit=settings.rate_limit_per_minute)
+    refused(retry_after, request, settings, who)
     # dict(), not model_dump(): the validated spec is passed on as it is instead of being checked again
     return JobDetail(**dict(JobPublic.of(job)), conditions=job_conditions(job, events), events=events)
 

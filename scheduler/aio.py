@@ -1,0 +1,153 @@
+"""The API's busiest use cases on `redis.asyncio`: authenticate, count, submit a job, show a job.
+
+They run on the server's event loop instead of in a worker thread: a request then costs no
+thread hop, and no wait for the GIL held by the loop (measured in benchmarks/API_RESULTS.md).
+They go through the same keys and Lua scripts as `scheduler.store.Store`, whose methods build
+the arguments and read the answers, and the same access rules as `scheduler.services`:
+
+- `submit_job`: the caller's team check and body hash (`services.check_submission`), then
+  the `CREATE_JOB` script — answered only once Redis has the job;
+- `show_job`: the rate-limit count, the job and its events in one pipeline (one round trip);
+  another team's job is "not found", like a missing id.
+
+Their client does not wait out a Redis restart: a refused connection or a server still
+loading its data is retried once at once (a pooled connection the restart broke), then
+reported as `StoreUnavailable` — `503` with `Retry-After` — so the caller can retry, and
+nothing it was told is stored can be lost. (The blocking `Store` keeps redis-py's default
+retries: the planner and the workers would rather wait a second than fail.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import redis
+import redis.asyncio
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from scheduler import queries, services
+from scheduler import store_keys as scripts
+from scheduler.errors import StoreUnavailable
+from scheduler.models import JobSpec
+from scheduler.records import ApiKeyInfo, Event, JobRecord, Principal
+from scheduler.store import Store, created_job_id, read_events, read_job
+from scheduler.store_keys import sha256
+
+T = TypeVar("T")
+SOCKET_TIMEOUT_S = 5.0  # a Redis that hangs (not one that is down) fails the request after this long
+
+
+def _unavailable_to_error(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    @functools.wraps(method)
+    async def wrapper(*args, **kwargs) -> T:
+        try:
+            return await method(*args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:  # BusyLoadingError too
+            raise StoreUnavailable(f"the store cannot be reached: {exc}") from exc
+
+    return wrapper
+
+
+class AsyncStore:
+    """The hot-path reads and writes of `store`, over `client` (an asyncio client of the same Redis)."""
+
+    def __init__(self, store: Store, client: redis.asyncio.Redis):
+        self.store, self._r = store, client
+        self._create_job = client.register_script(scripts.CREATE_JOB)
+
+    @_unavailable_to_error
+    async def principal_for_key(self, plain: str) -> Principal | None:
+        raw = await self._r.get(self.store.keys.apikey(sha256(plain))) if plain else None
+        return ApiKeyInfo.model_validate_json(raw).principal if raw else None
+
+    @_unavailable_to_error
+    async def count_request(self, who: Principal, limit: int) -> int | None:
+        """`queries.count_request` on this client: None under `limit`, else the Retry-After seconds."""
+        now = queries.clock()
+        pipe = self._count(self._r.pipeline(transaction=False), who, now)
+        count, _ = await pipe.execute()
+        return queries.retry_after(count, limit, now)
+
+    @_unavailable_to_error
+    async def submit_job(self, who: Principal, spec: JobSpec, *, idempotency_key: str | None = None,
+                         raw_body: bytes | None = None) -> tuple[JobRecord, bool]:
+        """`services.submit_job` on this client: `(job, created)`, answered once Redis has the job."""
+        digest = services.check_submission(who, spec, raw_body)
+        job, keys, args = self.store.create_job_call(spec, who.name, idempotency_key, digest)
+        outcome, job_id = await self._create_job(keys=keys, args=args)
+        original = created_job_id(outcome, job_id, job, idempotency_key)
+        if original is None:
+            return job, True
+        return read_job(await self._r.hget(self.store.keys.job(original), "json"), original), False
+
+    @_unavailable_to_error
+    async def show_job(self, who: Principal, job_id: str, *, limit: int,
+                       events: int = 1000) -> tuple[int | None, JobRecord | None, list[Event]]:
+        """Count the request against `limit`, and read the job and its first `events` events, in one round trip.
+
+        Returns `(retry_after, job, events)`: the caller refuses the request (429) when `retry_after`
+        is set and only then looks at the job, which `services.visible` has checked.
+        """
+        now = queries.clock()
+        keys = self.store.keys
+        pipe = self._count(self._r.pipeline(transaction=False), who, now)
+        pipe.hget(keys.job(job_id), "json")
+        pipe.xrange(keys.job_events(job_id), min="-", max="+", count=events)
+        count, _, raw, entries = await pipe.execute()
+        retry = queries.retry_after(count, limit, now)
+        if retry is not None:
+            return retry, None, []
+        return None, services.visible(who, read_job(raw, job_id)), read_events(entries)
+
+    def _count(self, pipe: redis.asyncio.client.Pipeline, who: Principal, now: float) -> redis.asyncio.client.Pipeline:
+        """Add to `pipe` the count of one request of `who`: INCR, and an expiry that each count pushes
+        back (the counter is named after its one-minute window, so it only has to outlive it)."""
+        counter = f"{self.store.keys.p}{queries.rate_counter(who, now)}"
+        return pipe.incr(counter).expire(counter, queries.RATE_COUNTER_TTL_S)
+
+
+class AsyncStores:
+    """One `AsyncStore` per event loop over the same store (an asyncio connection belongs to its loop).
+
+    A server process runs one loop; a test client may run one per request.
+    """
+
+    def __init__(self, store: Store):
+        self.store = store
+        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncStore] = weakref.WeakKeyDictionary()
+
+    def get(self) -> AsyncStore:
+        loop = asyncio.get_running_loop()
+        found = self._by_loop.get(loop)
+        if found is None:
+            found = self._by_loop[loop] = AsyncStore(self.store, async_client(self.store.client))
+        return found
+
+
+def async_client(client: redis.Redis) -> redis.asyncio.Redis:
+    """An asyncio client of the server `client` talks to, that fails fast (see the module docstring).
+
+    A fakeredis client (unit tests) gets a fakeredis asyncio client of the same fake server.
+    """
+    kwargs = client.get_connection_kwargs()
+    common = {"decode_responses": kwargs.get("decode_responses", False), "db": kwargs.get("db", 0)}
+    if "server" in kwargs:  # fakeredis
+        from fakeredis import FakeAsyncRedis
+
+        return FakeAsyncRedis(server=kwargs["server"], **common)
+    common |= {"username": kwargs.get("username"), "password": kwargs.get("password"),
+               "retry": Retry(NoBackoff(), 1), "socket_timeout": SOCKET_TIMEOUT_S,
+               "socket_connect_timeout": SOCKET_TIMEOUT_S}
+    if "path" in kwargs:
+        return redis.asyncio.Redis(unix_socket_path=kwargs["path"], **common)
+    if issubclass(client.connection_pool.connection_class, redis.SSLConnection):
+        accepted = inspect.signature(redis.asyncio.Redis).parameters
+        common |= {"ssl": True} | {name: value for name, value in kwargs.items()
+                                   if name.startswith("ssl_") and name in accepted}
+    return redis.asyncio.Redis(host=kwargs["host"], port=kwargs["port"], **common)
