@@ -8,6 +8,7 @@ from fastapi_offline import FastAPIOffline
 
 from api import errors, ui
 from api.deps import PrincipalCache, authenticate, counted_caller, no_unknown_query
+from api.fastpath import JobReadFastPath
 from api.limits import BodyLimitMiddleware
 from api.metrics import Metrics, MetricsMiddleware
 from api.routers import catalog, jobs, ops, plans, reports, validate
@@ -48,6 +49,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.include_router(catalog.router, **v1)
     app.include_router(plans.router, **v1)
     app.include_router(reports.router, **v1)
+    app.add_middleware(JobReadFastPath, api=app)  # GET /v1/jobs/{id} without the framework (api.fastpath)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # outermost: counts 413s too
     app.openapi = lambda: _openapi(app)

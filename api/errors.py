@@ -145,11 +145,16 @@ def error_response(exc: CloudschedError, instance: str = "") -> JSONResponse:
     return problem(status, title, detail, code=exc.code, instance=instance, headers=headers, **extra)
 
 
+def all_routes(app: FastAPI):
+    """Every route of the app, those of included routers too (FastAPI ≥ 0.16x nests them)."""
+    contexts = getattr(fastapi_routing, "iter_route_contexts", None)
+    return contexts(app.routes) if contexts else app.routes
+
+
 def allowed_methods(app: FastAPI, path: str) -> list[str]:
     """Every method some route serves at `path` (routes of included routers too)."""
-    contexts = getattr(fastapi_routing, "iter_route_contexts", None)
     methods: set[str] = set()
-    for route in (contexts(app.routes) if contexts else app.routes):
+    for route in all_routes(app):
         template = getattr(route, "path", None)
         if template and route.methods and compile_path(template)[0].match(path):
             methods |= set(route.methods)

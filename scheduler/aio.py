@@ -7,7 +7,7 @@ the arguments and read the answers, and the same access rules as `scheduler.serv
 
 - `submit_job`: the caller's team check and body hash (`services.check_submission`), then
   the `CREATE_JOB` script — answered only once Redis has the job;
-- `show_job`: the rate-limit count, the job and its events in one pipeline (one round trip);
+- `show_job`: the rate-limit count, the job and its events in one script (one round trip);
   another team's job is "not found", like a missing id.
 
 Their client does not wait out a Redis restart: a refused connection or a server still
@@ -60,6 +60,8 @@ class AsyncStore:
     def __init__(self, store: Store, client: redis.asyncio.Redis):
         self.store, self._r = store, client
         self._create_job = client.register_script(scripts.CREATE_JOB)
+        self._count_in_window = client.register_script(scripts.COUNT_IN_WINDOW)
+        self._show_job = client.register_script(scripts.SHOW_JOB)
 
     @_unavailable_to_error
     async def principal_for_key(self, plain: str) -> Principal | None:
@@ -70,8 +72,7 @@ class AsyncStore:
     async def count_request(self, who: Principal, limit: int) -> int | None:
         """`queries.count_request` on this client: None under `limit`, else the Retry-After seconds."""
         now = queries.clock()
-        pipe = self._count(self._r.pipeline(transaction=False), who, now)
-        count, _ = await pipe.execute()
+        count = await self._count_in_window(keys=[self._counter(who, now)], args=[queries.RATE_COUNTER_TTL_S])
         return queries.retry_after(count, limit, now)
 
     @_unavailable_to_error
@@ -89,27 +90,24 @@ class AsyncStore:
     @_unavailable_to_error
     async def show_job(self, who: Principal, job_id: str, *, limit: int,
                        events: int = 1000) -> tuple[int | None, JobRecord | None, list[Event]]:
-        """Count the request against `limit`, and read the job and its first `events` events, in one round trip.
+        """Count the request against `limit`, and read the job and its first `events` events: one script.
 
         Returns `(retry_after, job, events)`: the caller refuses the request (429) when `retry_after`
         is set and only then looks at the job, which `services.visible` has checked.
         """
         now = queries.clock()
         keys = self.store.keys
-        pipe = self._count(self._r.pipeline(transaction=False), who, now)
-        pipe.hget(keys.job(job_id), "json")
-        pipe.xrange(keys.job_events(job_id), min="-", max="+", count=events)
-        count, _, raw, entries = await pipe.execute()
+        count, raw, entries = await self._show_job(
+            keys=[self._counter(who, now), keys.job(job_id), keys.job_events(job_id)],
+            args=[queries.RATE_COUNTER_TTL_S, events])
         retry = queries.retry_after(count, limit, now)
         if retry is not None:
             return retry, None, []
-        return None, services.visible(who, read_job(raw, job_id)), read_events(entries)
+        job = services.visible(who, read_job(raw, job_id))
+        return None, job, read_events((event_id, dict(zip(fields[::2], fields[1::2]))) for event_id, fields in entries)
 
-    def _count(self, pipe: redis.asyncio.client.Pipeline, who: Principal, now: float) -> redis.asyncio.client.Pipeline:
-        """Add to `pipe` the count of one request of `who`: INCR, and an expiry that each count pushes
-        back (the counter is named after its one-minute window, so it only has to outlive it)."""
-        counter = f"{self.store.keys.p}{queries.rate_counter(who, now)}"
-        return pipe.incr(counter).expire(counter, queries.RATE_COUNTER_TTL_S)
+    def _counter(self, who: Principal, now: float) -> str:
+        return f"{self.store.keys.p}{queries.rate_counter(who, now)}"
 
 
 class AsyncStores:

@@ -427,8 +427,8 @@ def read_job(raw: str | None, job_id: str) -> JobRecord:
     return JobRecord.model_validate_json(raw)
 
 
-def read_events(entries: list) -> list[Event]:
-    """Events from the entries of an XRANGE."""
+def read_events(entries: Iterable[tuple[str, dict[str, str]]]) -> list[Event]:
+    """Events from the entries of an XRANGE: `(id, fields)`."""
     return [_event(event_id, fields) for event_id, fields in entries]
 
 

@@ -111,6 +111,15 @@ local count = redis.call('INCR', KEYS[1])
 if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return count
 """
+SHOW_JOB = """
+-- KEYS counter job job_events; ARGV ttl_s max_events. Count a request (as COUNT_IN_WINDOW), then
+-- read the job's JSON and its first events: {count, json or false, entries}.
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+local json = redis.call('HGET', KEYS[2], 'json')
+if not json then return {count, false, {}} end
+return {count, json, redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', ARGV[2])}
+"""
 RELEASE_LOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
