@@ -116,10 +116,10 @@ def serve(host: Annotated[str, typer.Option(help="Interface to listen on.")] = "
         uvicorn.run("api.app:create_app_from_environment", factory=True, workers=workers, host=host, port=port,
                     log_level=log_level)
         return
-    from api.app import create_app
+    from api.app import create_app, settled
     from scheduler.store import open_store
 
-    app = create_app(settings, open_store(settings))
+    app = settled(create_app(settings, open_store(settings)))
     # uvicorn re-raises SIGTERM once it has shut down; as an exit (not the default kill) it lets
     # the atexit hooks stop the embedded Redis and the worker this process started.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
