@@ -147,8 +147,7 @@ def async_client(client: redis.Redis) -> redis.asyncio.Redis:
 
         return FakeAsyncRedis(server=kwargs["server"], **common)
     common |= {"username": kwargs.get("username"), "password": kwargs.get("password"),
-               "retry": Retry(NoBackoff(), 1), "socket_timeout": None, "socket_connect_timeout": TIMEOUT_S,
-               "lib_name": None, "lib_version": None}  # no CLIENT SETINFO: a new connection is one round trip less
+               "retry": Retry(NoBackoff(), 1), "socket_timeout": None, "socket_connect_timeout": TIMEOUT_S}
     if "path" in kwargs:
         return redis.asyncio.Redis(unix_socket_path=kwargs["path"], **common)
     if issubclass(client.connection_pool.connection_class, redis.SSLConnection):
