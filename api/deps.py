@@ -1,10 +1,11 @@
 """What routes depend on, as `Annotated` aliases: the store, the settings and the caller.
 
 `Caller` authenticates `Authorization: Bearer <key>` against the store's hashed keys;
-`CurrentPrincipal` also counts the request against the caller's per-minute limit
-(`count_request`). A route that takes `Caller` must count the request itself: the two busiest
-routes do so in the same worker-thread call as their own store call. The key itself is never
-logged, echoed or stored in the request state.
+`CurrentPrincipal` also counts the request against the caller's per-minute limit. A route that
+takes `Caller` must count the request itself: showing a job counts in the same Redis script that
+reads it. Both run on the event loop through the store's asyncio twin (`aio_store_of`,
+`scheduler.aio`); `current_principal` is the blocking form for the /ui pages. The key itself is
+never logged, echoed or stored in the request state.
 
 A key's principal is remembered in each server process for `KEY_CACHE_TTL_S` seconds (by the
 key's hash, never the key), so most requests need no Redis call to authenticate. The price:
