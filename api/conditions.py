@@ -7,7 +7,7 @@ after approval still shows `Approved=True`.
 
 from __future__ import annotations
 
-from api.schemas import Condition
+from api.schemas import Condition, JobDetail, JobPublic
 from scheduler.lifecycle import JobState
 from scheduler.records import Event, JobRecord
 
@@ -36,6 +36,12 @@ def _for_state(state: JobState, reason: str | None, message: str | None, plan_id
         word = {_S.SUCCEEDED: "Succeeded", _S.FAILED: "Failed", _S.CANCELLED: "Cancelled"}[state]
         out["Finished"] = ("True", reason or word, message or "")
     return out
+
+
+def job_detail(job: JobRecord, events: list[Event]) -> JobDetail:
+    """`GET /v1/jobs/{id}`'s answer: the job, its conditions and its events (the route's and api.fastpath's)."""
+    # dict(), not model_dump(): the validated spec is passed on as it is instead of being checked again
+    return JobDetail(**dict(JobPublic.of(job)), conditions=job_conditions(job, events), events=events)
 
 
 def job_conditions(job: JobRecord, events: list[Event]) -> list[Condition]:

@@ -9,7 +9,7 @@ pure ASGI middleware answers the plain form of the read:
     has already authenticated (`api.deps.PrincipalCache`)
 
 with the same use case (`scheduler.aio.AsyncStore.show_job`: the rate-limit count, the job and its
-events in one round trip), the same response model (`JobDetail`) and the same error answers
+events in one round trip), the same response (`api.conditions.job_detail`) and the same error answers
 (`api.errors.error_response`: 404 for a missing or another team's job, 429, 503) as the route in
 `api.routers.jobs`. Anything else — another method or path, a query string, a key not cached here
 yet, an id the route's validation would refuse — goes on to FastAPI untouched, so every refusal
@@ -23,10 +23,9 @@ from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.conditions import job_conditions
+from api.conditions import job_detail
 from api.deps import aio_store_of
 from api.errors import RateLimited, all_routes, error_response
-from api.schemas import JobDetail, JobPublic
 from scheduler.errors import CloudschedError
 from scheduler.store_keys import sha256
 
@@ -58,8 +57,7 @@ class JobReadFastPath:
         except CloudschedError as exc:
             await error_response(exc, scope["path"])(scope, receive, send)
             return
-        detail = JobDetail(**dict(JobPublic.of(job)), conditions=job_conditions(job, events), events=events)
-        body = detail.model_dump_json().encode()
+        body = job_detail(job, events).model_dump_json().encode()
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]})
         await send({"type": "http.response.body", "body": body})

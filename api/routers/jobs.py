@@ -14,7 +14,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 
 from api.bodies import SPEC_BODY, parse_spec
-from api.conditions import job_conditions
+from api.conditions import job_detail
 from api.deps import Caller, CurrentPrincipal, SettingsDep, StoreDep, aio_store_of, refused
 from api.errors import problem_doc
 from api.schemas import JobDetail, JobPage, JobPublic
@@ -58,8 +58,7 @@ def list_jobs(who: CurrentPrincipal, store: StoreDep,
 async def get_job(request: Request, job_id: JobId, who: Caller, settings: SettingsDep) -> JobDetail:
     retry_after, job, events = await aio_store_of(request).show_job(who, job_id, limit=settings.rate_limit_per_minute)
     refused(retry_after, request, settings, who)
-    # dict(), not model_dump(): the validated spec is passed on as it is instead of being checked again
-    return JobDetail(**dict(JobPublic.of(job)), conditions=job_conditions(job, events), events=events)
+    return job_detail(job, events)
 
 
 @router.post("/{job_id}/actions/cancel", summary="Cancel a job",
