@@ -41,8 +41,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     ui.install(app)  # the ops review page under /ui (cookie sessions on the same keys)
     # The key first (401 before any 422), then the count against the caller's per-minute limit (429),
     # then no unknown query parameters. A route asking for CurrentPrincipal again gets the same, cached
-    # answer: one authentication, one count per request. The jobs routes count the request themselves
-    # (see api.routers.jobs): the busiest ones in the same worker-thread call as their store call.
+    # answer: one authentication, one count per request. The jobs router takes authentication only:
+    # showing a job counts in the same Redis script that reads it; its other routes ask for CurrentPrincipal.
     v1 = {"dependencies": [Depends(counted_caller), Depends(no_unknown_query)], "responses": errors.V1_PROBLEMS}
     v1_counting_itself = {"dependencies": [Depends(authenticate), Depends(no_unknown_query)],
                           "responses": errors.V1_PROBLEMS}

@@ -110,9 +110,11 @@ def serve(host: Annotated[str, typer.Option(help="Interface to listen on.")] = "
         # uvicorn starts the processes (each builds its own app on the same settings) and stops them on
         # SIGTERM; then this function returns, and the atexit hooks stop the embedded Redis and the worker.
         # The processes count requests in shared files, so that /metrics reports all of them (api.metrics).
-        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-            os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="cloudsched-metrics-")
-            atexit.register(shutil.rmtree, os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+        from api.metrics import MULTIPROCESS_DIR
+
+        if not os.environ.get(MULTIPROCESS_DIR):
+            os.environ[MULTIPROCESS_DIR] = tempfile.mkdtemp(prefix="cloudsched-metrics-")
+            atexit.register(shutil.rmtree, os.environ[MULTIPROCESS_DIR], ignore_errors=True)
         uvicorn.run("api.app:create_app_from_environment", factory=True, workers=workers, host=host, port=port,
                     log_level=log_level)
         return
