@@ -26,11 +26,11 @@ from datetime import datetime, timedelta, timezone
 from scheduler import recovery
 from scheduler.catalog import Catalog
 from scheduler.errors import Conflict, NotFound, TransitionNotAllowed
-from scheduler.launches import Attempt, LaunchStore, LaunchUnit, adapter_for, parse_key, schedule_plan
+from scheduler.launches import Attempt, LaunchStore, LaunchUnit, adapter_for, parse_key
 from scheduler.lifecycle import TERMINAL_JOB_STATES, JobState, PlanState
 from scheduler.lifecycle import path as lifecycle_path
 from scheduler.providers import Handle, LaunchRequest, Phase, Provider, ProviderError, Status
-from scheduler.records import JobRecord, PlanRecord
+from scheduler.records import JobRecord
 from scheduler.store import Store
 
 log = logging.getLogger("cloudsched.execution")
@@ -68,14 +68,6 @@ class Executor:
     config: ExecConfig = field(default_factory=ExecConfig)
     clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
     probe: Callable[[str], None] = lambda stage: None  # fault tests pause or die at a named stage
-
-    # -- approval -> due units -------------------------------------------------------------
-
-    def schedule(self, plan: PlanRecord) -> int:
-        return schedule_plan(self.launches, plan, self.config.launch_via)
-
-    def _adapter(self, provider: str) -> str:
-        return adapter_for(provider, self.config.launch_via)
 
     # -- dispatch --------------------------------------------------------------------------
 
@@ -277,7 +269,7 @@ class Executor:
             return "needs-review"
         attempt = choice.model_copy(update={"attempt": len(unit.attempts) + 1,
                                             "key": f"{unit.id}.{len(unit.attempts) + 1}",
-                                            "adapter": self._adapter(choice.provider)})
+                                            "adapter": adapter_for(choice.provider, self.config.launch_via)})
         self.launches.update(unit.id, lambda u: u.model_copy(update={"attempts": [*u.attempts, attempt]})
                              if len(u.attempts) == attempt.attempt - 1 else None, due=attempt.start.timestamp())
         self._event(unit, "launch.replaced", offer=attempt.offer_id, market=attempt.market, why=why,
