@@ -11,12 +11,10 @@ import hashlib
 import time
 from dataclasses import dataclass, field
 
-import redis
-
 from scheduler import services
 from scheduler.catalog import Catalog, load_catalog
 from scheduler.diff import JobDiff, diff_plans, summary_line
-from scheduler.errors import NotFound, StoreUnavailable
+from scheduler.errors import NotFound
 from scheduler.models import Unplaced, parse_utc
 from scheduler.planning import build_problem
 from scheduler.reasons import consider
@@ -143,12 +141,8 @@ def count_request(store: Store, who: Principal, limit: int, *, now: float | None
 
     Returns None while under `limit`, else the seconds until the window ends (Retry-After).
     """
-    now = clock() if now is None else now
-    try:
-        count = store.count_in_window(rate_counter(who, now), RATE_COUNTER_TTL_S)
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise StoreUnavailable(f"the store cannot be reached: {exc}") from exc
-    return retry_after(count, limit, now)
+    now = clock() if now is None else now  # Redis trouble is the store's StoreUnavailable (503)
+    return retry_after(store.count_in_window(rate_counter(who, now), RATE_COUNTER_TTL_S), limit, now)
 
 
 def rate_counter(who: Principal, now: float) -> str:
