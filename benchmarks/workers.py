@@ -174,7 +174,7 @@ def main() -> int:
 
 def _approval_to_launch(store, n: int) -> tuple[float, float, int, int]:
     from scheduler import services
-    from scheduler.models import JobSpec
+    from scheduler.models import JobSpec, parse_utc
     from scheduler.records import Principal
     from workers import tasks
 
@@ -188,10 +188,8 @@ def _approval_to_launch(store, n: int) -> tuple[float, float, int, int]:
     t0 = time.perf_counter()
     services.approve_plan(store, who, record.plan_id, record.fingerprint, "benchmark", launch_via="fake")
     uids = [u for a in record.document.assignments for u in (x.id for x in store.launches.of_job(a.job_id))]
-    first = min(datetime.fromisoformat(s.start.replace("Z", "+00:00"))
-                for a in record.document.assignments for s in a.segments)
-    last = max(datetime.fromisoformat(s.start.replace("Z", "+00:00"))
-               for a in record.document.assignments for s in a.segments)
+    starts = [parse_utc(s.start) for a in record.document.assignments for s in a.segments]
+    first, last = min(starts), max(starts)
     assert last - first <= timedelta(minutes=1), "the benchmark plan should start every job at once"
     _wait_launched(store, uids, 600 + (last - first).total_seconds(), poke=tasks.dispatch.delay)
     total = time.perf_counter() - t0
