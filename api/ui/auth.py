@@ -20,11 +20,10 @@ from fastapi import Depends, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.routing import APIRoute
 
-from api.deps import Credentials, SettingsDep, StoreDep, current_principal
-from api.errors import RateLimited, error_response
+from api.deps import Credentials, SettingsDep, StoreDep, count_request, current_principal
+from api.errors import error_response
 from api.ui import session as sessions
 from api.ui.render import SECURITY_HEADERS, page
-from scheduler import queries
 from scheduler.errors import CloudschedError, Forbidden, Unauthenticated
 from scheduler.records import Principal
 from scheduler.store import Store
@@ -101,10 +100,7 @@ def current_viewer(request: Request, store: StoreDep, settings: SettingsDep, cre
     who = principal_for_key_id(store, session.key_id)
     if who is None:
         raise SignInRequired("revoked")
-    retry_after = queries.count_request(store, who, settings.rate_limit_per_minute)
-    if retry_after is not None:
-        raise RateLimited(settings.rate_limit_per_minute, retry_after)
-    request.state.principal = who.name
+    count_request(request, store, settings, who)  # the API's count: 429 beyond the limit, the name for logs
     return Viewer(who, session)
 
 
