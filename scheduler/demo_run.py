@@ -7,6 +7,7 @@ progress; the in-process Celery worker runs the tasks, exactly as a deployed wor
 from __future__ import annotations
 
 import time
+from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -50,7 +51,7 @@ def execute_plan(console: Console, settings: Settings, store: Store, plan: PlanR
             tasks.dispatch.delay()
             tasks.track.delay()
             jobs = store.get_jobs(job_ids)
-            counts = _counts(jobs.values())
+            counts = Counter(job.state for job in jobs.values())
             done = sum(n for state, n in counts.items() if state in TERMINAL_JOB_STATES)
             progress.update(bar, completed=done, description="jobs finished  " + "  ".join(
                 f"{state.value} {n}" for state, n in sorted(counts.items()) if n))
@@ -60,13 +61,6 @@ def execute_plan(console: Console, settings: Settings, store: Store, plan: PlanR
     jobs = store.get_jobs(job_ids)
     console.print(_table(store, plan, jobs))
     return {j.name: j.state for j in jobs.values()}
-
-
-def _counts(jobs) -> dict[JobState, int]:
-    counts: dict[JobState, int] = {}
-    for job in jobs:
-        counts[job.state] = counts.get(job.state, 0) + 1
-    return counts
 
 
 def _table(store: Store, plan: PlanRecord, jobs) -> Table:
