@@ -24,8 +24,8 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.conditions import job_detail
-from api.deps import aio_store_of
-from api.errors import RateLimited, all_routes, error_response
+from api.deps import aio_store_of, refused
+from api.errors import all_routes, error_response
 from scheduler.errors import CloudschedError
 from scheduler.store_keys import sha256
 
@@ -39,7 +39,9 @@ class JobReadFastPath:
 
     def __init__(self, app: ASGIApp, api: FastAPI):
         self.app, self.api = app, api
-        self._route = None
+        # Starlette builds its middleware at the first request, once every route is in place.
+        self.route = next(r for r in all_routes(api) if getattr(r, "path", None) == ROUTE
+                          and "GET" in (getattr(r, "methods", None) or ()))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         job_id = _plain_read(scope)
@@ -49,11 +51,11 @@ class JobReadFastPath:
             return
         scope["route"] = self.route  # the label the metrics middleware gives the route's own answers
         settings = self.api.state.settings
+        request = Request(scope)
         try:
-            store = aio_store_of(Request(scope))
-            retry_after, job, events = await store.show_job(who, job_id, limit=settings.rate_limit_per_minute)
-            if retry_after is not None:
-                raise RateLimited(settings.rate_limit_per_minute, retry_after)
+            retry_after, job, events = await aio_store_of(request).show_job(who, job_id,
+                                                                            limit=settings.rate_limit_per_minute)
+            refused(retry_after, request, settings, who)  # as the route: 429 beyond the limit
         except CloudschedError as exc:
             await error_response(exc, scope["path"])(scope, receive, send)
             return
@@ -61,13 +63,6 @@ class JobReadFastPath:
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]})
         await send({"type": "http.response.body", "body": body})
-
-    @property
-    def route(self):
-        if self._route is None:
-            self._route = next(r for r in all_routes(self.api) if getattr(r, "path", None) == ROUTE
-                               and "GET" in (getattr(r, "methods", None) or ()))
-        return self._route
 
     def _cached_caller(self, scope: Scope):
         for name, value in scope["headers"]:
