@@ -229,8 +229,10 @@ class LaunchStore:
 
     def orphan_seen(self, adapter: str, key: str, now: float) -> float:
         """When `key` was first seen without a record (recorded now if it is new)."""
-        self._r.hsetnx(self._orphans(adapter), key, now)
-        return float(self._r.hget(self._orphans(adapter), key))
+        pipe = self._r.pipeline()  # one round trip
+        pipe.hsetnx(self._orphans(adapter), key, now)
+        pipe.hget(self._orphans(adapter), key)
+        return float(pipe.execute()[1])
 
     def orphan_gone(self, adapter: str, keys: Iterable[str]) -> None:
         keys = list(keys)
