@@ -163,7 +163,7 @@ class FakeCompute:
         if status == "TERMINATED":
             vm["lastStopTimestamp"] = "2024-05-01T05:00:00.000-07:00"
         if exit_code is not None:
-            vm["labels"][gcp.EXIT_LABEL] = exit_code
+            vm["labels"][gcp.EXIT_TAG] = exit_code
 
     def preempt(self, name: str) -> None:
         self.set_state(name, "TERMINATED")

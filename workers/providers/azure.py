@@ -77,10 +77,19 @@ from workers.providers.base import (
     Transient,
     catalog_quote,
 )
-from workers.providers.bootstrap import by_launch, combine, instance_type, job_command, job_script, node_names, vm_base
+from workers.providers.bootstrap import (
+    EXIT_TAG,
+    by_launch,
+    combine,
+    instance_type,
+    job_command,
+    job_script,
+    node_names,
+    reported_exit,
+    vm_base,
+)
 
 NAME = "azure"
-EXIT_TAG = "cloudsched-exit"
 DEFAULT_IMAGE = {"publisher": "microsoft-dsvm", "offer": "ubuntu-hpc", "sku": "2204", "version": "latest"}
 NETWORK_API_VERSION = "2020-11-01"  # the first that lets a VM create its own NIC
 _CAPACITY = {"SkuNotAvailable", "AllocationFailed", "ZonalAllocationFailed", "OverconstrainedAllocationRequest",
@@ -291,8 +300,6 @@ def _node_status(vm: Any, spot: bool) -> Status:
         code = (vm.tags or {}).get(EXIT_TAG)
         if code is None:
             return Status(Phase.FAILED, f"PowerState/{power} without an exit code")
-        exit_code = int(code) if code.isdigit() else None
-        return Status(Phase.SUCCEEDED if exit_code == 0 else Phase.FAILED, f"command exited {code}",
-                      exit_code=exit_code)
+        return reported_exit(code)
     return Status(Phase.PENDING, f"{state} {power}".strip())
 

@@ -7,7 +7,8 @@
   (`DOCKER_RUN`) when the request names an image, else the command itself (`command_argv`). EC2 builds its
   own line from the same pieces: its nodes share one user data and learn their rank only at boot.
 - **Exit convention.** `job_script` runs that line, keeps its exit code in `$code`, hands over to the
-  provider's own tagging step (which writes `$code` where the adapter reads it back), then powers off.
+  provider's own tagging step (which writes `$code` into tag / label `EXIT_TAG` on the VM), then powers off;
+  `reported_exit` reads that value back as a status.
 - **One VM per node** (Compute Engine, Azure): node i of a launch is VM `<vm_base(key)>-<i>` (`node_names`);
   `by_launch` groups VMs back into launches and `combine` makes one status of a launch's nodes.
 """
@@ -18,11 +19,13 @@ import hashlib
 import re
 import shlex
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import TypeVar
 
 from scheduler.models import Offer
 from workers.providers.base import Handle, LaunchRequest, Phase, Status
 
+EXIT_TAG = "cloudsched-exit"  # the tag (label on GCP) the boot script's report step writes the exit code into
 DOCKER_RUN = ("docker", "run", "--rm", "--gpus", "all", "--network", "host", "--ipc", "host")
 _NODE = re.compile(r"(.+)-(\d+)")
 T = TypeVar("T")
@@ -60,6 +63,13 @@ def job_script(command: str, *, setup: Iterable[str] = (), report: Iterable[str]
     """A boot script under the exit convention: `setup`, `command`, `code=$?`, `report` (the provider's
     tagging step, reading `$code`), then `power_off`."""
     return "\n".join(["#!/bin/bash", *setup, command, "code=$?", *report, power_off, ""])
+
+
+def reported_exit(code: str, *, started_at: datetime | None = None, ended_at: datetime | None = None) -> Status:
+    """The status of a VM whose boot script reported `code` (its `EXIT_TAG`): 0 succeeded, anything else failed."""
+    exit_code = int(code) if code.isdigit() else None
+    return Status(Phase.SUCCEEDED if exit_code == 0 else Phase.FAILED, f"command exited {code}", exit_code=exit_code,
+                  started_at=started_at, ended_at=ended_at)
 
 
 # -- one VM per node ------------------------------------------------------------------------

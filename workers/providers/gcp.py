@@ -82,10 +82,19 @@ from workers.providers.base import (
     Transient,
     catalog_quote,
 )
-from workers.providers.bootstrap import by_launch, combine, instance_type, job_command, job_script, node_names, vm_base
+from workers.providers.bootstrap import (
+    EXIT_TAG,
+    by_launch,
+    combine,
+    instance_type,
+    job_command,
+    job_script,
+    node_names,
+    reported_exit,
+    vm_base,
+)
 
 NAME = "gcp"
-EXIT_LABEL = "cloudsched-exit"
 META_KEY, META_JOB = "cloudsched-key", "cloudsched-job"
 DEFAULT_IMAGE = "projects/deeplearning-platform-release/global/images/family/common-cu129-ubuntu-2204-nvidia-580"
 _REQUEST_NS = uuid.UUID("5d0c7a52-3f0e-4b8e-9a51-2c1f0b6a9e33")  # fixed: request ids must not change
@@ -303,7 +312,7 @@ class GcpProvider:
     def _preempted(self, vms: Iterable[compute_v1.Instance]) -> set[str]:
         """Names of the given instances that GCP preempted: one operations call, only if any may be."""
         if not any(vm.status == "TERMINATED" and vm.scheduling.provisioning_model == "SPOT"
-                   and EXIT_LABEL not in vm.labels for vm in vms):
+                   and EXIT_TAG not in vm.labels for vm in vms):
             return set()
         with _translated():
             pages = self._operations.aggregated_list(
@@ -361,10 +370,8 @@ def _node_status(vm: compute_v1.Instance | None, preempted: set[str]) -> Status:
     if vm.status in _NOT_YET_ENDED:
         return Status(Phase.RUNNING, message, started_at=started)
     ended = _when(vm.last_stop_timestamp) or _when(vm.last_suspended_timestamp)
-    if vm.status == "TERMINATED" and EXIT_LABEL in vm.labels:
-        code = int(vm.labels[EXIT_LABEL]) if vm.labels[EXIT_LABEL].isdigit() else None
-        return Status(Phase.SUCCEEDED if code == 0 else Phase.FAILED, f"command exited {vm.labels[EXIT_LABEL]}",
-                      exit_code=code, started_at=started, ended_at=ended)
+    if vm.status == "TERMINATED" and EXIT_TAG in vm.labels:
+        return reported_exit(vm.labels[EXIT_TAG], started_at=started, ended_at=ended)
     if vm.status == "TERMINATED" and vm.name in preempted:
         return Status(Phase.PREEMPTED, "preempted (compute.instances.preempted)", started_at=started, ended_at=ended)
     return Status(Phase.FAILED, f"{message}: stopped without reporting an exit code", started_at=started,

@@ -19,12 +19,11 @@ from botocore.exceptions import ClientError
 from scheduler.models import Offer
 from workers.providers.aws.resources import NAME, tag_list, tag_map
 from workers.providers.base import TAG, TAG_JOB, Handle, InvalidRequest, LaunchRequest, Owned, Phase, Quote, Status
-from workers.providers.bootstrap import DOCKER_RUN, command_argv, instance_type, job_env, job_script
+from workers.providers.bootstrap import DOCKER_RUN, EXIT_TAG, command_argv, instance_type, job_env, job_script
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-EXIT_TAG = "cloudsched-exit"
 DESCRIBE_BATCH = 1000  # DescribeInstances' limit on InstanceIds (filters allow only 200 values)
 NOT_FOUND_GRACE_S = 120.0
 LIVE_STATES = ["pending", "running", "stopping", "stopped"]
