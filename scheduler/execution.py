@@ -202,11 +202,12 @@ class Executor:
         if not units:
             return {}
         jobs = self.store.get_jobs({u.job_id for u in units})
+        cancelled = {job_id for job_id, job in jobs.items() if job.state is JobState.CANCELLED}
         counts: dict[str, int] = {}
-        for unit in [u for u in units if u.job_id in jobs and jobs[u.job_id].state is JobState.CANCELLED]:
+        for unit in [u for u in units if u.job_id in cancelled]:
             self._cancel_unit(unit, "Cancelled")
             counts["cancelled"] = counts.get("cancelled", 0) + 1
-        units = [u for u in units if u.job_id not in jobs or jobs[u.job_id].state is not JobState.CANCELLED]
+        units = [u for u in units if u.job_id not in cancelled]
         statuses = self.providers(adapter).statuses(Handle.from_json(u.current.handle) for u in units)
         for unit in units:
             status = statuses.get(unit.current.handle["id"], Status(Phase.GONE))
