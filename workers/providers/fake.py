@@ -149,13 +149,13 @@ class FakeProvider:
         db = self._db()
         for i in range(0, len(ids), 900):
             chunk = ids[i:i + 900]
-            rows = db.execute(f"SELECT id, state, created, run_s, ended, price, nodes, exit_code FROM instances "
+            rows = db.execute(f"SELECT id, state, created, run_s, ended, exit_code FROM instances "
                               f"WHERE id IN ({','.join('?' * len(chunk))})", chunk).fetchall()
             for row in rows:
                 out[row[0]] = self._status(*row[1:])
         return {i: out.get(i, Status(Phase.GONE)) for i in ids}
 
-    def _status(self, state, created, run_s, ended, price, nodes, exit_code) -> Status:
+    def _status(self, state, created, run_s, ended, exit_code) -> Status:
         now, start = self.clock(), _dt(created)
         if state == "running" and now >= created + run_s:
             return Status(Phase.SUCCEEDED, exit_code=0, started_at=start, ended_at=_dt(created + run_s))
