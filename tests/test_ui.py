@@ -222,6 +222,17 @@ def test_the_plan_page_shows_the_documents_figures(world):
     assert "Plan: 2 to create, 0 to update, 0 to delete, 0 to replace." in page
 
 
+def test_the_plan_page_compares_its_cost_with_the_approved_previous_plan(world):
+    first = world.plan
+    assert decide(world.client("ops"), first, "approve", "fine").status_code == 303
+    world.api.call("a", "POST", "/v1/jobs", json=spec("vision-next"))
+    second = world.new_plan()
+    page = world.client("a").get(f"/ui/plans/{second['plan_id']}").text
+    delta = round(second["summary"]["total_cost"] - first["summary"]["total_cost"], 2)
+    assert f'data-testid="vs-previous">{signed_money(delta)}<' in page
+    assert f"vs previous plan ({money(first['summary']['total_cost'])})" in page
+
+
 def test_the_why_page_marks_the_chosen_offer_and_says_what_forbidding_its_provider_costs(world):
     assignment = world.plan["assignments"][0]
     page = world.client("ops").get(f"/ui/plans/{world.plan['plan_id']}/jobs/{assignment['job_id']}").text

@@ -61,7 +61,7 @@ def plan_context(store: Store, viewer: Viewer, plan_id: str, sort: str, descendi
     catalog = load_catalog()
     arch = architectures(catalog)
     diff = queries.plan_diff(store, who, plan_id)
-    previous = services.get_plan(store, who, diff.against) if diff.against else None
+    previous = store.get_plan_info(diff.against) if diff.against else None  # its totals: no document to read
     symbols = {d.job_id: d.symbol for d in diff.diffs}
     specs = {job_id: job.spec for job_id, job in store.get_jobs([a.job_id for a in doc.assignments]).items()}
     table = views.sort_rows(views.rows(doc, symbols, specs, _offer_lookup(catalog)), sort, descending)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from scheduler.models import Assignment, Compliance, JobSpec, Offer, PlanDocument
 from scheduler.queries import ConsideredOffer
+from scheduler.records import PlanInfo
 
 LOW_SLACK_HOURS = 12.0
 NO_CHANGE = ""  # the symbol of a job placed exactly as in the previous plan (Terraform's no-op)
@@ -45,7 +46,7 @@ class Figures:
         return None if not self.gpu_hours else round(100 * self.distributed_gpu_hours / self.gpu_hours, 1)
 
 
-def figures(doc: PlanDocument, previous: PlanDocument | None, architecture: Mapping[str, str]) -> Figures:
+def figures(doc: PlanDocument, previous: PlanInfo | PlanDocument | None, architecture: Mapping[str, str]) -> Figures:
     s = doc.summary
     gpu_hours = distributed = 0.0
     for a in doc.assignments:
