@@ -82,7 +82,7 @@ def track() -> dict[str, dict[str, int]]:
 def reconcile() -> dict[str, dict[str, int]]:
     """Compare each adapter's instances with our records: adopt, or terminate orphans after a grace period."""
     ex = executor()
-    adapters = set(ex.launches.tracked_adapters()) | ({get_settings().launch_via} - {"catalog"})
+    adapters = set(ex.launches.tracked_adapters()) | ({ex.config.launch_via} - {"catalog"})
     return {adapter: ex.reconcile(adapter) for adapter in sorted(adapters)}
 
 
