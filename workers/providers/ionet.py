@@ -41,7 +41,6 @@ from iocloud.types import DeploymentDetails, DeploymentStatus
 from scheduler.models import Offer
 from workers.providers.base import (
     CALL_TIMEOUT_S,
-    AuthFailed,
     Handle,
     InvalidRequest,
     LaunchRequest,
@@ -58,6 +57,7 @@ from workers.providers.marketplace import (
     label_env,
     make_label,
     parse_label,
+    require_key,
     timed_out,
     translating,
     unexpected,
@@ -116,10 +116,8 @@ class IonetProvider:
     @property
     def _io(self) -> iocloud.Client:
         if self._client is None:
-            if not self._key:
-                raise AuthFailed(f"no API key: set {ENV_KEY}", provider=self.name)
-            self._client = iocloud.Client(api_key=self._key, base_url=self._base_url, timeout=CALL_TIMEOUT_S,
-                                          max_retries=0)
+            self._client = iocloud.Client(api_key=require_key(self._key, ENV_KEY, self.name), base_url=self._base_url,
+                                          timeout=CALL_TIMEOUT_S, max_retries=0)
         return self._client
 
     def _translate(self, exc: Exception) -> ProviderError:

@@ -82,6 +82,14 @@ def adopt_or_create(label: str, find: Callable[[str], Handle | None], create: Ca
 
 # -- errors ---------------------------------------------------------------------------------
 
+
+def require_key(key: str | None, env_key: str, provider: str) -> str:
+    """The API key a client is built with: AuthFailed, before any call, if none was given or set in `env_key`."""
+    if not key:
+        raise AuthFailed(f"no API key: set {env_key}", provider=provider)
+    return key
+
+
 _AUTH = re.compile(r"unauthori[sz]ed|forbidden|invalid (?:api )?key|authenticat", re.I)
 _THROTTLE = re.compile(r"rate.?limit|too many requests", re.I)
 _ENDED = re.compile(r"not found|does not exist|no such (?:instance|pod|deployment)|no_such_instance"

@@ -41,7 +41,6 @@ import httpx
 from scheduler.models import Offer
 from workers.providers.base import (
     CALL_TIMEOUT_S,
-    AuthFailed,
     Handle,
     InvalidRequest,
     LaunchRequest,
@@ -61,6 +60,7 @@ from workers.providers.marketplace import (
     label_env,
     make_label,
     parse_label,
+    require_key,
     retry_after,
     stopped_phase,
     timed_out,
@@ -159,9 +159,8 @@ class RunpodProvider:
     @property
     def _http(self) -> httpx.Client:
         if self._client is None:
-            if not self._key:
-                raise AuthFailed(f"no API key: set {ENV_KEY}", provider=self.name)
-            self._client = httpx.Client(timeout=CALL_TIMEOUT_S, headers={"Authorization": f"Bearer {self._key}"})
+            key = require_key(self._key, ENV_KEY, self.name)
+            self._client = httpx.Client(timeout=CALL_TIMEOUT_S, headers={"Authorization": f"Bearer {key}"})
         return self._client
 
     def _translate(self, exc: Exception) -> ProviderError:

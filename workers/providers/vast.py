@@ -42,7 +42,6 @@ from vastai.api.client import VastClient
 from scheduler.models import Offer
 from workers.providers.base import (
     CALL_TIMEOUT_S,
-    AuthFailed,
     Handle,
     InvalidRequest,
     LaunchRequest,
@@ -62,6 +61,7 @@ from workers.providers.marketplace import (
     label_env,
     make_label,
     parse_label,
+    require_key,
     retry_after,
     stopped_phase,
     timed_out,
@@ -121,10 +121,8 @@ class VastProvider:
     @property
     def _vast(self) -> VastClient:
         if self._client is None:
-            if not self._key:
-                raise AuthFailed(f"no API key: set {ENV_KEY}", provider=self.name)
-            self._client = VastClient(api_key=self._key, server_url=self._server_url, retry=1,
-                                      timeout=CALL_TIMEOUT_S)
+            self._client = VastClient(api_key=require_key(self._key, ENV_KEY, self.name), server_url=self._server_url,
+                                      retry=1, timeout=CALL_TIMEOUT_S)
         return self._client
 
     def _translate(self, exc: Exception) -> ProviderError:
