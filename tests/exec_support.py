@@ -8,7 +8,9 @@ from pathlib import Path
 
 from scheduler import services
 from scheduler.catalog import load_catalog
-from scheduler.execution import ExecConfig, Executor
+from scheduler.execution import ExecConfig, Executor, Retry
+from scheduler.launches import Attempt, LaunchUnit, unit_id
+from scheduler.lifecycle import JobState
 from scheduler.models import JobSpec
 from scheduler.records import PlanRecord, Principal
 from scheduler.store import Store
@@ -57,8 +59,6 @@ def executor(store: Store, tmp: Path, clock: SimClock, **config) -> tuple[Execut
 
 def run_until_quiet(ex: Executor, clock: SimClock, step_h: float = 1.0, max_steps: int = 200) -> None:
     """Drive dispatch -> launch -> track in simulated time until nothing is due or running."""
-    from scheduler.execution import Retry
-
     for _ in range(max_steps):
         for uid in ex.dispatch():
             try:
@@ -81,10 +81,6 @@ def run_until_quiet(ex: Executor, clock: SimClock, step_h: float = 1.0, max_step
 def approved_units(store: Store, n: int, *, start: datetime = NOW, run_hours: float = 5.0, market: str = "on-demand",
                    prefix: str = "u", adapter: str = "fake") -> list[str]:
     """`n` approved jobs with one due launch unit each, without the solver (fault tests and benchmarks)."""
-    from scheduler.catalog import load_catalog
-    from scheduler.launches import Attempt, LaunchUnit, unit_id
-    from scheduler.lifecycle import JobState
-
     offer = next(o for o in load_catalog().offers if o.market == market and o.gpu_type == "H100"
                  and o.gpus_per_node == 8 and o.provider == "runpod")
     plan_id = "plan-test"
