@@ -14,6 +14,7 @@ import heapq
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+from api.ui.render import money, short_time
 from scheduler.models import Assignment, parse_utc
 
 LABEL_WIDTH = 150  # px: "provider / region" on the left of each lane
@@ -112,9 +113,9 @@ def _ticks(t0: datetime, hours: float, px_per_hour: float) -> list[Tick]:
 
 def _title(a: Assignment, seg, shards: int) -> str:
     part = f" (shard {seg.shard + 1} of {shards})" if shards > 1 else ""
-    return (f"{a.job_name}{part} · {seg.offer_id} · {seg.start[5:16].replace('T', ' ')} → "
-            f"{seg.end[5:16].replace('T', ' ')} UTC · deadline {a.deadline[5:16].replace('T', ' ')} · "
-            f"slack {a.slack_hours:.1f} h · ${seg.compute_cost + seg.egress_cost:,.2f}")
+    cost = money(seg.compute_cost + seg.egress_cost)
+    return (f"{a.job_name}{part} · {seg.offer_id} · {short_time(seg.start)} → {short_time(seg.end)} UTC · "
+            f"deadline {short_time(a.deadline)} · slack {a.slack_hours:.1f} h · {cost}")
 
 
 def layout(assignments: list[Assignment], architecture: dict[str, str], low_slack_hours: float) -> Gantt:

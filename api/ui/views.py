@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from api.ui.render import money, signed_money
 from scheduler.models import Assignment, Compliance, JobSpec, Offer, PlanDocument
 from scheduler.queries import ConsideredOffer
 from scheduler.records import PlanInfo
@@ -176,8 +177,8 @@ class Counterfactual:
         if self.offer_id is None:
             return f"Forbidding {self.provider} leaves no feasible offer: the job would be unplaced."
         verb = "costs" if self.delta >= 0 else "saves"
-        return (f"Forbidding {self.provider} {verb} {'+' if self.delta >= 0 else '-'}${abs(self.delta):,.2f} "
-                f"(next best: {self.offer_id} at ${self.cost:,.2f}).")
+        return (f"Forbidding {self.provider} {verb} {signed_money(self.delta)} "
+                f"(next best: {self.offer_id} at {money(self.cost)}).")
 
 
 def counterfactuals(considered: list[ConsideredOffer], chosen_cost: float | None) -> list[Counterfactual]:
