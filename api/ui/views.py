@@ -35,8 +35,7 @@ class Figures:
     unplaced: int
     gpu_hours: float
     distributed_gpu_hours: float
-    low_slack_jobs: int
-    low_slack_hours: float = LOW_SLACK_HOURS
+    low_slack_jobs: int  # under LOW_SLACK_HOURS
 
     @property
     def vs_previous(self) -> float | None:
