@@ -15,7 +15,6 @@ import re
 import time
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -24,8 +23,9 @@ from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError
 from azure.core.pipeline.transport import HttpTransport
 from azure.core.rest._http_response_impl import HttpResponseImpl
 from azure.core.utils import case_insensitive_dict
+from provider_support import JOB, catalog_offer, launch_request, recording
+from provider_support import VM_KEY as KEY
 
-from scheduler.catalog import load_catalog
 from workers.providers import azure
 from workers.providers.base import (
     CALL_TIMEOUT_S,
@@ -43,16 +43,14 @@ from workers.providers.base import (
     Transient,
 )
 
-RECORDINGS = Path(__file__).parent / "recordings" / "azure"
 SUBSCRIPTION, RG = "00000000-0000-0000-0000-00000000c10d", "cloudsched-test"
 SUBNET = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/net/providers/Microsoft.Network/virtualNetworks/v/subnets/gpu"
-KEY = "job_01jd2k8q6v3m9x4c7b2n5r8t1w:seg0:attempt1"
 VM_PATH = re.compile(r"/subscriptions/([^/]+)/resourceGroups/([^/]+)/providers/Microsoft\.Compute/virtualMachines"
                      r"(?:/([^/]+))?")
 
 
 def recorded(name: str) -> dict:
-    return json.loads((RECORDINGS / name).read_text())
+    return recording("azure", name)
 
 
 def filled(body: dict, **names: str) -> dict:
@@ -194,19 +192,14 @@ def provider(arm) -> azure.AzureProvider:
     return make(arm)
 
 
-def offer(offer_id: str):
-    return load_catalog().offer(offer_id)
-
-
 H100_SPOT = "azure:eastus:Standard_ND96isr_H100_v5:spot"
 H100 = "azure:eastus:Standard_ND96isr_H100_v5:on-demand"
 
 
 def request(offer_id: str = H100_SPOT, nodes: int = 1) -> LaunchRequest:
-    o = offer(offer_id)
-    return LaunchRequest(job_id="job_01jd2k8q6v3m9x4c7b2n5r8t1w", team="vision", name="train", offer=o, nodes=nodes,
-                         gpus=nodes * o.gpus_per_node, run_hours=2.0, image="nvcr.io/nvidia/pytorch:24.04-py3",
-                         command=["torchrun", "train.py"], env={"NCCL_DEBUG": "INFO"})
+    return launch_request(catalog_offer(offer_id), nodes=nodes, name="train", run_hours=2.0,
+                          image="nvcr.io/nvidia/pytorch:24.04-py3", command=["torchrun", "train.py"],
+                          env={"NCCL_DEBUG": "INFO"})
 
 
 # -- launch ---------------------------------------------------------------------------------
@@ -223,7 +216,7 @@ def test_launch_is_one_put_with_our_tags_and_spot_settings_and_does_not_wait(arm
     assert [s.method for s in arm.seen] == ["GET", "PUT"]  # no polling of the long-running operation
     name = f"{azure.vm_base(KEY)}-0"
     assert put.url.split("?")[0].endswith(f"/resourceGroups/{RG}/providers/Microsoft.Compute/virtualMachines/{name}")
-    assert put.body["tags"] == {TAG: KEY, TAG_JOB: "job_01jd2k8q6v3m9x4c7b2n5r8t1w"}
+    assert put.body["tags"] == {TAG: KEY, TAG_JOB: JOB}
     assert put.body["location"] == "eastus"
     props = put.body["properties"]
     assert props["hardwareProfile"] == {"vmSize": "Standard_ND96isr_H100_v5"}
@@ -391,7 +384,7 @@ def test_cancel_other_errors_are_translated(arm, provider):
 
 
 def test_quote_is_the_catalog_price(provider):
-    o = offer(H100_SPOT)
+    o = catalog_offer(H100_SPOT)
     q = provider.quote(o)
     assert q.live is False and q.price_per_node_hour == o.price_per_node_hour and q.offer_id == o.id
 
@@ -404,7 +397,7 @@ def test_list_ours_returns_live_launches_with_their_exact_keys(arm, provider):
     arm.vms[(RG, "not-ours")] = {**copy.deepcopy(arm.vms[(RG, f"{live.id}-0")]), "name": "not-ours", "tags": {}}
     arm.views[(RG, "not-ours")] = "running"
     (owned,) = provider.list_ours()
-    assert owned.idempotency_key == odd_key and owned.job_id == "job_01jd2k8q6v3m9x4c7b2n5r8t1w"
+    assert owned.idempotency_key == odd_key and owned.job_id == JOB
     assert owned.handle == live and owned.phase is Phase.PENDING and owned.created_at is not None
 
 

@@ -12,15 +12,15 @@ import copy
 import json
 import re
 import uuid
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
 import responses
 from google.auth.credentials import AnonymousCredentials
+from provider_support import JOB, catalog_offer, launch_request, recording
+from provider_support import VM_KEY as KEY
 
-from scheduler.catalog import load_catalog
 from workers.providers import gcp
 from workers.providers.base import (
     CALL_TIMEOUT_S,
@@ -38,14 +38,12 @@ from workers.providers.base import (
     Transient,
 )
 
-RECORDINGS = Path(__file__).parent / "recordings" / "gcp"
 PROJECT = "cloudsched-test"
 BASE = f"https://compute.googleapis.com/compute/v1/projects/{PROJECT}"
-KEY = "job_01jd2k8q6v3m9x4c7b2n5r8t1w:seg0:attempt1"
 
 
 def recorded(name: str) -> dict:
-    return json.loads((RECORDINGS / name).read_text())
+    return recording("gcp", name)
 
 
 def filled(body: dict, **names: str) -> dict:
@@ -187,15 +185,10 @@ def calls(api, method: str, path: str) -> list:
     return [c for c in api.mock.calls if c.request.method == method and path in urlsplit(c.request.url).path]
 
 
-def offer(offer_id: str):
-    return load_catalog().offer(offer_id)
-
-
 def request(offer_id: str = "gcp:us-east1:n1-standard-8-t4x1:spot", nodes: int = 1, **kw) -> LaunchRequest:
-    o = offer(offer_id)
-    return LaunchRequest(job_id="job_01jd2k8q6v3m9x4c7b2n5r8t1w", team="vision", name="train", offer=o, nodes=nodes,
-                         gpus=nodes * o.gpus_per_node, run_hours=2.0, image="nvcr.io/nvidia/pytorch:24.04-py3",
-                         command=["python", "train.py", "--epochs", "3"], env={"WANDB_MODE": "offline"}, **kw)
+    return launch_request(catalog_offer(offer_id), nodes=nodes, name="train", run_hours=2.0,
+                          image="nvcr.io/nvidia/pytorch:24.04-py3", command=["python", "train.py", "--epochs", "3"],
+                          env={"WANDB_MODE": "offline"}, **kw)
 
 
 # -- launch ---------------------------------------------------------------------------------
@@ -214,7 +207,7 @@ def test_launch_sends_one_insert_with_our_labels_request_id_and_spot_settings(ap
     assert query["requestId"] == [str(uuid.uuid5(gcp._REQUEST_NS, f"{KEY}#0"))]
     assert body["name"] == f"{gcp.vm_base(KEY)}-0" == f"{handle.id}-0"
     assert re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", body["name"])
-    assert body["labels"][TAG] == gcp.label_value(KEY) and body["labels"][TAG_JOB] == "job_01jd2k8q6v3m9x4c7b2n5r8t1w"
+    assert body["labels"][TAG] == gcp.label_value(KEY) and body["labels"][TAG_JOB] == JOB
     assert all(re.fullmatch(r"[a-z0-9_-]{0,63}", v) for v in body["labels"].values())
     items = {i["key"]: i["value"] for i in body["metadata"]["items"]}
     assert items[gcp.META_KEY] == KEY and "docker run --rm --gpus all" in items["startup-script"]
@@ -240,7 +233,7 @@ def test_zone_option_wins_and_unknown_region_is_refused(api):
     custom = gcp.GcpProvider(PROJECT, zones={"us-east1": "us-east1-d"}, credentials=AnonymousCredentials())
     assert custom.launch(request(), KEY).extra["zone"] == "us-east1-d"
     bare = gcp.GcpProvider(PROJECT, credentials=AnonymousCredentials())
-    nowhere = offer("gcp:us-east1:n1-standard-8-t4x1:spot").model_copy(update={"region": "mars-north1"})
+    nowhere = catalog_offer("gcp:us-east1:n1-standard-8-t4x1:spot").model_copy(update={"region": "mars-north1"})
     with pytest.raises(InvalidRequest, match="no zone known"):
         bare.zone_for(nowhere)
 
@@ -401,7 +394,7 @@ def test_cancel_other_errors_are_translated(api, provider):
 
 
 def test_quote_is_the_catalog_price(provider):
-    o = offer("gcp:us-east1:n1-standard-8-t4x1:spot")
+    o = catalog_offer("gcp:us-east1:n1-standard-8-t4x1:spot")
     q = provider.quote(o)
     assert q.live is False and q.price_per_node_hour == o.price_per_node_hour and q.offer_id == o.id
 
@@ -413,7 +406,7 @@ def test_list_ours_returns_live_launches_with_their_exact_keys(api, provider):
     api.set_state(f"{ended.id}-0", "TERMINATED", "0")
     api.instances["not-ours"] = {**copy.deepcopy(api.instances[f"{live.id}-0"]), "name": "not-ours", "labels": {}}
     (owned,) = provider.list_ours()
-    assert owned.idempotency_key == odd_key and owned.job_id == "job_01jd2k8q6v3m9x4c7b2n5r8t1w"
+    assert owned.idempotency_key == odd_key and owned.job_id == JOB
     assert owned.handle.id == live.id and owned.handle.extra["zone"] == "us-east1-b" and owned.phase is Phase.PENDING
     assert owned.created_at is not None
 
@@ -434,7 +427,7 @@ def test_startup_script_runs_the_command_once_reports_and_powers_off():
            "-e CLOUDSCHED_NODES=2 -e CLOUDSCHED_NODE_RANK=1 -e WANDB_MODE=offline " \
            "nvcr.io/nvidia/pytorch:24.04-py3 python train.py --epochs 3" in script
     assert script.index("code=$?") < script.index("setLabels") < script.index("shutdown -h now")
-    bare = gcp.job_command(LaunchRequest(job_id="j", team="t", name="n", offer=offer(
+    bare = gcp.job_command(LaunchRequest(job_id="j", team="t", name="n", offer=catalog_offer(
         "gcp:us-east1:n1-standard-8-t4x1:spot"), nodes=1, gpus=1, run_hours=1, command="echo 'hi' && exit 3"))
     assert bare == "env CLOUDSCHED_JOB_ID=j CLOUDSCHED_NODES=1 CLOUDSCHED_NODE_RANK=0 " \
                    "sh -c 'echo '\"'\"'hi'\"'\"' && exit 3'"

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import httpx
 import pytest
 import respx
 from iocloud.types import DeploymentStatus
+from provider_support import JOB, launch_request, recording
+from provider_support import reply as recorded_reply
 
 from scheduler.models import Offer
 from workers.providers import ionet
@@ -26,9 +27,9 @@ from workers.providers.base import (
     Transient,
 )
 
-REC = json.loads((Path(__file__).parent / "recordings" / "ionet" / "api.json").read_text())
+REC = recording("ionet")
 KEY = "ionet-test-key-SECRET-9f8e7d6c5b4a"
-JOB, IDEM = "job_01jd2k8q6v3m9x4c7b2n5r8t1w", "launch-5f2c9a"
+IDEM = "launch-5f2c9a"  # io.net's recordings carry this key's label
 LABEL = f"cloudsched.{JOB}.{IDEM}"
 DEP = "9d1c6f0e-5b7a-4f53-a1d2-7c0e8b4f2a11"
 OFFER = Offer(id="ionet:us:H100x8:on-demand", provider="ionet", architecture="distributed", region="us", geo="us",
@@ -37,10 +38,7 @@ OFFER = Offer(id="ionet:us:H100x8:on-demand", provider="ionet", architecture="di
 
 
 def reply(name: str) -> httpx.Response:
-    r = REC["interactions"][name]["response"]
-    if "json" in r:
-        return httpx.Response(r["status"], headers=r.get("headers"), json=r["json"])
-    return httpx.Response(r["status"], headers=r.get("headers"), text=r["text"])
+    return recorded_reply(REC, name)
 
 
 def route(mock: respx.MockRouter, name: str) -> respx.Route:
@@ -49,10 +47,9 @@ def route(mock: respx.MockRouter, name: str) -> respx.Route:
 
 
 def placement(**changes) -> LaunchRequest:
-    fields = dict(job_id=JOB, team="vision", name="llama-ft", offer=OFFER, nodes=1, gpus=8, run_hours=2.2,
-                  image="ghcr.io/acme/train:1.4", command=["python", "train.py"], env={"EPOCHS": "3"},
-                  approved_price_per_node_hour=32.0)
-    return LaunchRequest(**{**fields, **changes})
+    fields = dict(offer=OFFER, name="llama-ft", run_hours=2.2, image="ghcr.io/acme/train:1.4",
+                  command=["python", "train.py"], env={"EPOCHS": "3"}, approved_price_per_node_hour=32.0)
+    return launch_request(**{**fields, **changes})
 
 
 @pytest.fixture

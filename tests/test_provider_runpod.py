@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import httpx
 import pytest
 import respx
+from provider_support import IDEM, JOB, LABEL, launch_request, recording
+from provider_support import reply as recorded_reply
 
 from scheduler.models import Offer
 from workers.providers import runpod
@@ -25,12 +26,9 @@ from workers.providers.base import (
     Transient,
 )
 
-REC = json.loads((Path(__file__).parent / "recordings" / "runpod" / "api.json").read_text())
+REC = recording("runpod")
 URL = REC["url"]
 KEY = "runpod-test-key-SECRET-0f9e8d7c6b5a"
-JOB = "job_01jd2k8q6v3m9x4c7b2n5r8t1w"
-IDEM = f"{JOB}/plan-20260521T0200Z-5f2c9a1b/0.1"
-LABEL = f"cloudsched.{JOB}.{IDEM}"
 POD = "k3x9q2m7v1b4zt"
 OFFER = Offer(id="runpod:ca:1x_A100-80GB-SXM_SECURE:on-demand", provider="runpod", architecture="distributed",
               region="ca", geo="other", gpu_type="A100-80GB", gpus_per_node=1, price_per_node_hour=1.89,
@@ -41,17 +39,14 @@ SPOT = OFFER.model_copy(update={"id": "runpod:ca:1x_A100-80GB-SXM_SECURE:spot", 
 
 
 def reply(name: str) -> httpx.Response:
-    r = REC["interactions"][name]["response"]
-    if "json" in r:
-        return httpx.Response(r["status"], headers=r.get("headers"), json=r["json"])
-    return httpx.Response(r["status"], headers=r.get("headers"), text=r["text"])
+    return recorded_reply(REC, name)
 
 
 def placement(**changes) -> LaunchRequest:
-    fields = dict(job_id=JOB, team="vision", name="bert-eval", offer=OFFER, nodes=1, gpus=1, run_hours=1.5,
-                  image="ghcr.io/acme/eval:2.0", command=["python", "eval.py", "--split", "it's"],
-                  env={"EPOCHS": "3"}, approved_price_per_node_hour=1.89)
-    return LaunchRequest(**{**fields, **changes})
+    fields = dict(offer=OFFER, name="bert-eval", run_hours=1.5, image="ghcr.io/acme/eval:2.0",
+                  command=["python", "eval.py", "--split", "it's"], env={"EPOCHS": "3"},
+                  approved_price_per_node_hour=1.89)
+    return launch_request(**{**fields, **changes})
 
 
 @pytest.fixture

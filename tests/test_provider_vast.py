@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
 import responses
+from provider_support import IDEM, JOB, LABEL, launch_request, recording
 
 from scheduler.models import Offer
 from workers.providers import vast
@@ -25,12 +25,9 @@ from workers.providers.base import (
     Transient,
 )
 
-REC = json.loads((Path(__file__).parent / "recordings" / "vast" / "api.json").read_text())
+REC = recording("vast")
 BASE = REC["base_url"]
 KEY = "vast-test-key-SECRET-1a2b3c4d5e6f"
-JOB = "job_01jd2k8q6v3m9x4c7b2n5r8t1w"
-IDEM = f"{JOB}/plan-20260521T0200Z-5f2c9a1b/0.1"
-LABEL = f"cloudsched.{JOB}.{IDEM}"
 OFFER = Offer(id="vast:alberta-ca-na:8x-RTX_5090-32-65536:on-demand", provider="vast", architecture="distributed",
               region="alberta-ca-na", geo="other", gpu_type="RTX5090", gpus_per_node=8, price_per_node_hour=4.05,
               market="on-demand", capacity_gpus=8, interconnect="ethernet", instance_type="8x-RTX_5090-32-65536")
@@ -64,10 +61,9 @@ def creates(rs):
 
 
 def placement(**changes) -> LaunchRequest:
-    fields = dict(job_id=JOB, team="vision", name="sd-eval", offer=OFFER, nodes=1, gpus=8, run_hours=2.5,
-                  image="ghcr.io/acme/train:1.4", command=["python", "train.py"], env={"EPOCHS": "3"},
-                  approved_price_per_node_hour=4.05)
-    return LaunchRequest(**{**fields, **changes})
+    fields = dict(offer=OFFER, name="sd-eval", run_hours=2.5, image="ghcr.io/acme/train:1.4",
+                  command=["python", "train.py"], env={"EPOCHS": "3"}, approved_price_per_node_hour=4.05)
+    return launch_request(**{**fields, **changes})
 
 
 @pytest.fixture
