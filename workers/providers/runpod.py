@@ -50,7 +50,6 @@ from workers.providers.base import (
     Quote,
     Status,
     Transient,
-    catalog_quote,
 )
 from workers.providers.marketplace import (
     NotFound,
@@ -267,7 +266,7 @@ class RunpodProvider:
         if per_gpu is None:
             per_gpu = gpu.get(("secure" if secure else "community") + ("SpotPrice" if spot else "Price"))
         if per_gpu is None:
-            return Quote(offer_id=offer.id, price_per_node_hour=catalog_quote(offer).price_per_node_hour,
+            return Quote(offer_id=offer.id, price_per_node_hour=offer.price_per_node_hour,
                          available=False, capacity_gpus=0)
         return Quote(offer_id=offer.id, price_per_node_hour=round(per_gpu * count, 4),
                      available=lowest.get("stockStatus") is not None)

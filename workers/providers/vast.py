@@ -51,7 +51,6 @@ from workers.providers.base import (
     ProviderError,
     Quote,
     Status,
-    catalog_quote,
 )
 from workers.providers.marketplace import (
     NotFound,
@@ -219,7 +218,7 @@ class VastProvider:
         with self._calls():
             asks = self._search(offer, None)
         if not asks:
-            return Quote(offer_id=offer.id, price_per_node_hour=catalog_quote(offer).price_per_node_hour,
+            return Quote(offer_id=offer.id, price_per_node_hour=offer.price_per_node_hour,
                          available=False, capacity_gpus=0)
         return Quote(offer_id=offer.id, price_per_node_hour=float(asks[0]["dph_total"]),
                      capacity_gpus=sum(int(a.get("num_gpus") or 0) for a in asks))
