@@ -246,22 +246,24 @@ class AzureProvider:
             pages = self._vms.list(resource_group, expand="instanceView", **self._timeouts)
             return {vm.name: vm for vm in pages if TAG in (vm.tags or {})}
 
+    def _rg(self, handle: Handle) -> str:
+        """The resource group a launch's VMs are in (the one configured when it was launched)."""
+        return handle.extra.get("resource_group", self.resource_group)
+
     def status(self, handle: Handle) -> Status:
-        rg, spot = handle.extra.get("resource_group", self.resource_group), bool(handle.extra.get("spot"))
+        rg, spot = self._rg(handle), bool(handle.extra.get("spot"))
         return combine([_node_status(self._call(self._vms.get, rg, name, missing_ok=True, expand="instanceView"),
                                      spot) for name in node_names(handle)])
 
     def statuses(self, handles: Iterable[Handle]) -> dict[str, Status]:
         handles = list(handles)
-        groups = {h.extra.get("resource_group", self.resource_group) for h in handles}
-        vms = {(rg, name): vm for rg in sorted(groups) for name, vm in self._ours(rg).items()}
-        return {h.id: combine([_node_status(vms.get((h.extra.get("resource_group", self.resource_group), name)),
-                                            bool(h.extra.get("spot"))) for name in node_names(h)]) for h in handles}
+        vms = {(rg, name): vm for rg in sorted({self._rg(h) for h in handles}) for name, vm in self._ours(rg).items()}
+        return {h.id: combine([_node_status(vms.get((self._rg(h), name)), bool(h.extra.get("spot")))
+                               for name in node_names(h)]) for h in handles}
 
     def cancel(self, handle: Handle) -> None:
-        rg = handle.extra.get("resource_group", self.resource_group)
         for name in node_names(handle):
-            self._call(self._vms.begin_delete, rg, name, missing_ok=True, polling=False)
+            self._call(self._vms.begin_delete, self._rg(handle), name, missing_ok=True, polling=False)
 
     def quote(self, offer: Offer) -> Quote:
         return catalog_quote(offer)
