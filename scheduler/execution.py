@@ -83,14 +83,10 @@ class Executor:
         if token is None:
             return "leased-elsewhere"
         try:
-            try:
-                unit = self.launches.get(uid)  # read under the lease
-            except NotFound:
+            unit = self._unit_or_none(uid)  # read under the lease
+            if unit is None or unit.current.state not in ("queued", "launching"):
                 self.launches.release_inflight(uid)
-                return "unknown"
-            if unit.current.state not in ("queued", "launching"):
-                self.launches.release_inflight(uid)
-                return "done-already"
+                return "unknown" if unit is None else "done-already"
             return self._launch_leased(unit)
         finally:
             self.launches.release(uid, token)
