@@ -107,15 +107,11 @@ class AwsProvider:
 
     def _launch_ec2(self, req: LaunchRequest, key: str) -> Handle:
         region = req.offer.region
-        found = self._find_tagged(ec2 := self._client("ec2", region), key)
+        found = find_tagged(ec2 := self._client("ec2", region), key)
         if found:
             log.info("aws launch replayed", extra={"key": key, "instance_id": found[0]["InstanceId"]})
             return ec2_handle(region, found)
         return run_instances(ec2, req, key, image_id=self._ami(region), instance_profile=self._instance_profile)
-
-    def _find_tagged(self, ec2: Any, key: str) -> list[dict]:
-        """Our instances for `key`, in any state (the idempotency lookup)."""
-        return find_tagged(ec2, key)
 
     def _ami(self, region: str) -> str:
         image = self._image_id if isinstance(self._image_id, str) else self._image_id.get(region)
