@@ -11,6 +11,7 @@ from api.deps import CurrentPrincipal, StoreDep
 from api.errors import problem_doc
 from scheduler import reports
 from scheduler.errors import InvalidArgument
+from scheduler.models import parse_utc
 
 ISO_8601 = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?(Z|[+-]\d{2}:\d{2})?$"
 
@@ -31,7 +32,7 @@ def cost(who: CurrentPrincipal, store: StoreDep,
 
 def _instant(text: str) -> datetime:
     try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        value = parse_utc(text)
     except ValueError:
         raise InvalidArgument("since", f"{text!r} is not a date or time (ISO 8601)") from None
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
