@@ -66,7 +66,6 @@ class Gantt:
     width: float
     height: float
     row_height: int
-    label_width: int
     lanes: list[Lane]
     bars: list[Bar]
     ticks: list[Tick]
@@ -122,7 +121,7 @@ def layout(assignments: list[Assignment], architecture: dict[str, str], low_slac
     """The chart of `assignments`; `architecture` maps a provider to centralized/distributed."""
     segments = [(a, s) for a in assignments for s in a.segments]
     if not segments:
-        return Gantt(LABEL_WIDTH + PLOT_WIDTH, AXIS_HEIGHT, ROW_HEIGHT, LABEL_WIDTH, [], [], [])
+        return Gantt(LABEL_WIDTH + PLOT_WIDTH, AXIS_HEIGHT, ROW_HEIGHT, [], [], [])
     starts = [parse_utc(s.start) for _, s in segments]
     ends = [parse_utc(s.end) for _, s in segments]
     t0 = min(starts).astimezone(timezone.utc)
@@ -155,4 +154,4 @@ def layout(assignments: list[Assignment], architecture: dict[str, str], low_slac
                 deadline_x=round(x_of(deadline), 1) if deadline <= max(ends) else None))
         y += height + LANE_GAP
     width = LABEL_WIDTH + hours * px_per_hour + 12
-    return Gantt(round(width, 1), y, ROW_HEIGHT, LABEL_WIDTH, lanes, bars, _ticks(t0, hours, px_per_hour))
+    return Gantt(round(width, 1), y, ROW_HEIGHT, lanes, bars, _ticks(t0, hours, px_per_hour))
