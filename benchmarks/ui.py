@@ -7,8 +7,10 @@ In a fresh temporary data directory on the embedded Redis (a real redis-server, 
 `cloudsched serve` runs it), it submits a first batch and approves its plan (last night's
 plan: tonight's page has a previous plan to diff against), then submits `--jobs` trace-derived
 jobs (`scheduler.workloads.generate_jobs`) and plans them with the plan service and a short
-solver time limit. The app runs in-process (TestClient); an ops key signs in through the
-form, and the same session then requests, after two warm-up requests each:
+solver time limit. The app runs in-process (TestClient), settled as `cloudsched serve` settles it
+(`api.app.settled`: the objects made so far frozen out of the GC's full passes, which otherwise
+scan the benchmark's whole heap during page requests); an ops key signs in through the form, and
+the same session then requests, after two warm-up requests each:
 
   - the plan page `GET /ui/plans/{id}` (what the issue's "< 1 s" is about), gzip'd as a browser
     asks for it (`Accept-Encoding: gzip, deflate, br, zstd`: /ui answers gzip), and uncompressed
@@ -42,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from api.app import create_app  # noqa: E402
+from api.app import create_app, settled  # noqa: E402
 from api.ui import GZIP_LEVEL, pages, render  # noqa: E402
 from api.ui.auth import Viewer  # noqa: E402
 from scheduler import services  # noqa: E402
@@ -141,7 +143,7 @@ def run(args) -> dict:
         plan_id, plan_s = _build(store, args.jobs, args.previous_jobs, args.time_limit, args.seed)
         key, ops = store.create_api_key("ops", None, "bench-ops")
         doc = store.get_plan(plan_id).document
-        client = TestClient(create_app(settings, store), headers={"Accept": "text/html"})
+        client = TestClient(settled(create_app(settings, store)), headers={"Accept": "text/html"})  # as serve runs it
         _sign_in(client, key)
         job_id = doc.assignments[0].job_id
         out = {"plan_id": plan_id, "plan_s": plan_s, "placed": len(doc.assignments), "unplaced": len(doc.unplaced),
