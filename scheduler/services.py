@@ -201,9 +201,19 @@ def _require_ops(who: Principal) -> None:
         raise Forbidden("only ops and admins approve or reject plans")
 
 
-def _first_start(doc: PlanDocument) -> datetime | None:
-    starts = [s.start for a in doc.assignments for s in a.segments]
-    return parse_utc(min(starts)) if starts else None
+def first_start(doc: PlanDocument) -> str | None:
+    """When the plan expires unapproved: its first placement's start (ISO Z strings sort as times)."""
+    return min((s.start for a in doc.assignments for s in a.segments), default=None)
+
+
+def stale_inputs(store: Store, record: PlanRecord, catalog: Catalog,
+                 budgets: dict[str, float] | None = None) -> list[str]:
+    """What changed since the plan was made ([] while its inputs are those of a plan made now)."""
+    if not record.inputs:
+        return ["the plan's inputs were not recorded"]
+    planned = PlanInputs.from_json(record.inputs)
+    current = current_inputs(store, catalog, budgets)
+    return [] if current.fingerprint() == planned.fingerprint() else what_changed(planned, current)
 
 
 def approve_plan(store: Store, who: Principal, plan_id: str, expected_fingerprint: str, comment: str = "",
@@ -218,16 +228,14 @@ def approve_plan(store: Store, who: Principal, plan_id: str, expected_fingerprin
         raise StalePlan(plan_id, [f"you reviewed fingerprint {expected_fingerprint[:12]}, the plan has "
                                   f"{record.fingerprint[:12]}: reload it"])
     now = now or datetime.now(timezone.utc)
-    first = _first_start(record.document)
+    first = parse_utc(start) if (start := first_start(record.document)) else None
     if first is not None and now >= first:
         store.set_plan_state(plan_id, PlanState.EXPIRED, expected_state=PlanState.PENDING_REVIEW, actor=who.name,
                              decision={"expired_at": now.isoformat(), "first_start": first.isoformat()})
         raise StateConflict("plan", plan_id, PlanState.PENDING_REVIEW.value, PlanState.EXPIRED.value,
                             message=f"plan {plan_id!r} expired: its first start {first.isoformat()} has passed")
-    planned = PlanInputs.from_json(record.inputs) if record.inputs else None
-    current = current_inputs(store, catalog or load_catalog(), budgets)
-    if planned is None or current.fingerprint() != planned.fingerprint():
-        changes = what_changed(planned, current) if planned else ["the plan's inputs were not recorded"]
+    changes = stale_inputs(store, record, catalog or load_catalog(), budgets)
+    if changes:
         store.set_plan_state(plan_id, PlanState.STALE, expected_state=PlanState.PENDING_REVIEW, actor=who.name,
                              decision={"stale": changes})
         raise StalePlan(plan_id, changes)

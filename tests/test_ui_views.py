@@ -8,6 +8,7 @@ import pytest
 from api.ui import gantt, history, views
 from api.ui.render import money, signed_money
 from api.ui.session import SessionSigner, csrf_matches, load_secret, mask_csrf
+from scheduler import services
 from scheduler.launches import Attempt, LaunchUnit
 from scheduler.models import Assignment, JobSpec, Offer, PlanDocument, Segment
 from scheduler.queries import ConsideredOffer
@@ -150,8 +151,8 @@ def test_decided_by(decision, expected):
 
 
 def test_first_start_is_the_earliest_segment():
-    assert views.first_start(PLAN) == f"{DAY}00:00:00Z"
-    assert views.first_start(document([])) is None
+    assert services.first_start(PLAN) == f"{DAY}00:00:00Z"
+    assert services.first_start(document([])) is None
 
 
 # -- Gantt ----------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ from api.ui import gantt, history, views
 from api.ui.auth import Viewer
 from scheduler import queries, services
 from scheduler.catalog import Catalog, load_catalog
-from scheduler.fingerprint import PlanInputs, what_changed
 from scheduler.lifecycle import TERMINAL_JOB_STATES, PlanState
 from scheduler.reasons import STATIC_WORDS
 from scheduler.store import Store
@@ -36,13 +35,8 @@ def freshness(store: Store, record, catalog: Catalog) -> Freshness:
         return Freshness("stale", list((record.decision or {}).get("stale", [])))
     if record.state is not PlanState.PENDING_REVIEW:
         return Freshness("decided", [])
-    if not record.inputs:
-        return Freshness("stale", ["the plan's inputs were not recorded"])
-    planned = PlanInputs.from_json(record.inputs)
-    current = services.current_inputs(store, catalog)
-    if current.fingerprint() == planned.fingerprint():
-        return Freshness("current", [])
-    return Freshness("stale", what_changed(planned, current))
+    changes = services.stale_inputs(store, record, catalog)  # what approving it now would find
+    return Freshness("stale", changes) if changes else Freshness("current", [])
 
 
 def _offer_lookup(catalog: Catalog):
@@ -67,7 +61,7 @@ def plan_context(store: Store, viewer: Viewer, plan_id: str, sort: str, descendi
     table = views.sort_rows(views.rows(doc, symbols, specs, _offer_lookup(catalog)), sort, descending)
     return {
         "viewer": viewer, "doc": doc, "record": record, "freshness": freshness(store, record, catalog),
-        "expires_at": views.first_start(record.document), "figures": views.figures(doc, previous, arch),
+        "expires_at": services.first_start(record.document), "figures": views.figures(doc, previous, arch),
         "rows": table, "sort": sort if sort in views.SORT_KEYS else views.DEFAULT_SORT, "descending": descending,
         "gantt": gantt.layout(doc.assignments, arch, views.LOW_SLACK_HOURS), "diff": diff,
         "can_decide": viewer.can_decide and record.state is PlanState.PENDING_REVIEW,

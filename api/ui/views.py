@@ -63,11 +63,6 @@ def figures(doc: PlanDocument, previous: PlanInfo | PlanDocument | None, archite
         low_slack_jobs=sum(a.slack_hours < LOW_SLACK_HOURS for a in doc.assignments))
 
 
-def first_start(doc: PlanDocument) -> str | None:
-    """When the plan expires unapproved: its first placement's start (ISO Z strings sort as times)."""
-    return min((s.start for a in doc.assignments for s in a.segments), default=None)
-
-
 # -- the assignments table ------------------------------------------------------------------
 
 
