@@ -18,7 +18,7 @@ from scheduler.errors import NotFound
 from scheduler.models import Unplaced, parse_utc
 from scheduler.planning import build_problem
 from scheduler.reasons import consider
-from scheduler.records import Event, JobRecord, PlanInfo, Principal
+from scheduler.records import Event, JobRecord, PlanInfo, PlanRecord, Principal
 from scheduler.store import Store
 
 RATE_WINDOW_S = 60
@@ -51,19 +51,21 @@ class PlanDiff:
         return summary_line(self.diffs)
 
 
-def default_base(store: Store, plan_id: str) -> str | None:
+def default_base(store: Store, record: PlanRecord) -> str | None:
     """The plan this one was made against: the approved plan its inputs name, else the latest approved one."""
-    record = store.get_plan(plan_id)
     if record.inputs and "previous_plan_id" in record.inputs:
         return record.inputs["previous_plan_id"]
     latest = store.latest_approved_plan_id()
-    return latest if latest != plan_id else None
+    return latest if latest != record.plan_id else None
 
 
-def plan_diff(store: Store, who: Principal, plan_id: str, against: str | None = None) -> PlanDiff:
-    """Terraform-style diff of `plan_id` against `against` (default: `default_base`), as `who` may see them."""
-    new = services.get_plan(store, who, plan_id)
-    base_id = against if against is not None else default_base(store, plan_id)
+def plan_diff(store: Store, who: Principal, plan_id: str, against: str | None = None, *,
+              record: PlanRecord | None = None) -> PlanDiff:
+    """Terraform-style diff of `plan_id` against `against` (default: `default_base`), as `who` may see them.
+    `record`: the plan's record if the caller has already read it."""
+    record = record or store.get_plan(plan_id)
+    new = services.plan_view(store, who, record)
+    base_id = against if against is not None else default_base(store, record)
     old = services.get_plan(store, who, base_id) if base_id else None
     return PlanDiff(plan_id, base_id, diff_plans(new, old))
 

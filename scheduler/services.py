@@ -186,7 +186,12 @@ def _mark_jobs(store: Store, doc: PlanDocument, jobs: list[JobRecord], who: Prin
 
 def get_plan(store: Store, who: Principal, plan_id: str) -> PlanDocument:
     """The §4.5 document as it stands; a submitter sees only their team's jobs in it."""
-    doc = store.get_plan(plan_id).current_document()
+    return plan_view(store, who, store.get_plan(plan_id))
+
+
+def plan_view(store: Store, who: Principal, record: PlanRecord) -> PlanDocument:
+    """`get_plan` of a record already read."""
+    doc = record.current_document()
     if who.role != "submitter":
         return doc
     assignments = [a for a in doc.assignments if a.team == who.team]

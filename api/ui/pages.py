@@ -50,11 +50,11 @@ def _offer_lookup(catalog: Catalog):
 
 def plan_context(store: Store, viewer: Viewer, plan_id: str, sort: str, descending: bool) -> dict:
     who = viewer.principal
-    doc = services.get_plan(store, who, plan_id)  # access first: a submitter's view of the plan
-    record = store.get_plan(plan_id)
+    record = store.get_plan(plan_id)  # read once: the view, the diff and the staleness check share it
+    doc = services.plan_view(store, who, record)  # a submitter's view of the plan
     catalog = load_catalog()
     arch = architectures(catalog)
-    diff = queries.plan_diff(store, who, plan_id)
+    diff = queries.plan_diff(store, who, plan_id, record=record)
     previous = store.get_plan_info(diff.against) if diff.against else None  # its totals: no document to read
     symbols = {d.job_id: d.symbol for d in diff.diffs}
     specs = {job_id: job.spec for job_id, job in store.get_jobs([a.job_id for a in doc.assignments]).items()}
