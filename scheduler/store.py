@@ -342,7 +342,8 @@ class Store:
         principal = _principal(name=name, role=role, team=team)
         plain = "csk_" + secrets.token_urlsafe(32)
         digest = sha256(plain)
-        info = ApiKeyInfo(key_id=digest[:16], prefix=plain[:10], principal=principal, created_at=self._clock())
+        info = ApiKeyInfo(key_id=scripts.key_id(plain), prefix=plain[:10], principal=principal,
+                          created_at=self._clock())
         event = self._event_args("apikey.created", actor, info.created_at,
                                  data={"key_id": info.key_id, "prefix": info.prefix, **principal.model_dump()})
         pipe = self._r.pipeline(transaction=True)
@@ -354,6 +355,12 @@ class Store:
 
     def principal_for_key(self, plain: str) -> Principal | None:
         raw = self._r.get(self.keys.apikey(sha256(plain))) if plain else None
+        return ApiKeyInfo.model_validate_json(raw).principal if raw else None
+
+    def principal_for_key_id(self, key_id: str) -> Principal | None:
+        """The principal of a live key, by the key's id (None once it is revoked)."""
+        digest = self._r.hget(self.keys.apikeys, key_id)
+        raw = self._r.get(self.keys.apikey(digest)) if digest else None
         return ApiKeyInfo.model_validate_json(raw).principal if raw else None
 
     def list_api_keys(self) -> list[ApiKeyInfo]:

@@ -134,6 +134,11 @@ def sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def key_id(plain: str) -> str:
+    """An API key's id (what `cloudsched keys list` shows and `keys revoke` takes): the start of its hash."""
+    return sha256(plain)[:16]
+
+
 class Keys:
     """Names of every key the store uses, all under one prefix."""
 

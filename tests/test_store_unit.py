@@ -34,6 +34,7 @@ from scheduler.models import Horizon, PlanDocument, SolverInfo, Summary
 from scheduler.records import Principal
 from scheduler.settings import Settings
 from scheduler.store import IDEMPOTENCY_TTL_S, Store
+from scheduler.store_keys import key_id
 
 T0 = datetime(2026, 11, 22, 9, tzinfo=timezone.utc)
 
@@ -428,6 +429,16 @@ def test_api_key_roles_and_revocation(store):
     assert store.principal_for_key(ops_key) is None and store.principal_for_key(admin_key) == admin
     with pytest.raises(ValidationError):
         Principal(name="x", role="submitter")
+
+
+def test_a_principal_by_key_id_while_the_key_lives(store):
+    key, vera = store.create_api_key("submitter", "vision", "vera")
+    [info] = store.list_api_keys()
+    assert info.key_id == key_id(key)
+    assert store.principal_for_key_id(info.key_id) == vera
+    assert store.principal_for_key_id("0" * 16) is None
+    store.revoke_api_key(info.key_id)
+    assert store.principal_for_key_id(info.key_id) is None
 
 
 # -- locks --------------------------------------------------------------------------------

@@ -26,8 +26,6 @@ from api.ui import session as sessions
 from api.ui.render import SECURITY_HEADERS, page
 from scheduler.errors import CloudschedError, Forbidden, Unauthenticated
 from scheduler.records import Principal
-from scheduler.store import Store
-from scheduler.store_keys import sha256
 
 LOGIN_PATH = "/ui/login"
 DECIDERS = ("ops", "admin")  # the services enforce it; the page hides the form and refuses the POST early
@@ -78,16 +76,6 @@ def signer(request: Request) -> sessions.SessionSigner:
     return state.ui_signer
 
 
-def key_id_of(key: str) -> str:
-    """The id `Store.create_api_key` gave the key (what `cloudsched keys list` shows and revoke takes)."""
-    return sha256(key)[:16]
-
-
-def principal_for_key_id(store: Store, key_id: str) -> Principal | None:
-    """The principal of a live key (None once it is revoked)."""
-    return next((info.principal for info in store.list_api_keys() if info.key_id == key_id), None)
-
-
 def current_viewer(request: Request, store: StoreDep, settings: SettingsDep, credentials: Credentials) -> Viewer:
     if credentials is not None:
         return Viewer(current_principal(request, store, settings, credentials), None)
@@ -97,7 +85,7 @@ def current_viewer(request: Request, store: StoreDep, settings: SettingsDep, cre
     session = signer(request).loads(raw)
     if session is None:
         raise SignInRequired("ended")
-    who = principal_for_key_id(store, session.key_id)
+    who = store.principal_for_key_id(session.key_id)
     if who is None:
         raise SignInRequired("revoked")
     count_request(request, store, settings, who)  # the API's count: 429 beyond the limit, the name for logs

@@ -24,7 +24,6 @@ from api.ui.auth import (
     UiRoute,
     Viewer,
     check_csrf,
-    key_id_of,
     safe_next,
     signer,
     wants_html,
@@ -32,6 +31,7 @@ from api.ui.auth import (
 from api.ui.render import SECURITY_HEADERS, page
 from scheduler import services
 from scheduler.errors import CloudschedError, Forbidden, InvalidArgument
+from scheduler.store_keys import key_id
 
 router = APIRouter(prefix="/ui", route_class=UiRoute, include_in_schema=False)
 
@@ -81,7 +81,7 @@ def login(request: Request, store: StoreDep, api_key: FormText = "", csrf: FormT
     if store.principal_for_key(key) is None:
         return _login_page(request, error="That is not a valid API key of this installation (revoked or mistyped).",
                            next_url=safe_next(next), status=401)
-    session = signer(request).new(key_id_of(key))
+    session = signer(request).new(key_id(key))
     response = _redirect(safe_next(next))
     _set_cookie(request, response, sessions.COOKIE, signer(request).dumps(session), max_age=sessions.MAX_AGE_S)
     response.delete_cookie(sessions.LOGIN_CSRF_COOKIE, path=sessions.COOKIE_PATH)
