@@ -191,5 +191,11 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception):
-        log.exception("unhandled error on %s", request.url.path)
-        return problem(500, "Internal error", "The server failed; the error is logged.", code="internal")
+        return internal_error(request.url.path)
+
+
+def internal_error(path: str) -> JSONResponse:
+    """The 500 of a bug, called while its exception is handled: logged with the traceback; the body
+    says nothing about it."""
+    log.exception("unhandled error on %s", path)
+    return problem(500, "Internal error", "The server failed; the error is logged.", code="internal")

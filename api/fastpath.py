@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.conditions import job_detail
 from api.deps import aio_store_of, refused
-from api.errors import all_routes, error_response
+from api.errors import all_routes, error_response, internal_error
 from scheduler.errors import CloudschedError
 from scheduler.store_keys import sha256
 
@@ -35,7 +35,8 @@ MAX_ID = 64  # the route's JobId: longer ids are the route's 422
 
 
 class JobReadFastPath:
-    """In front of the app's routing (inside the metrics middleware, which then counts these reads too)."""
+    """In front of the whole framework, inside the metrics middleware only (which counts these reads too):
+    `api.app.CloudschedAPI` puts it there."""
 
     def __init__(self, app: ASGIApp, api: FastAPI):
         self.app, self.api = app, api
@@ -56,10 +57,13 @@ class JobReadFastPath:
             retry_after, job, events = await aio_store_of(request).show_job(who, job_id,
                                                                             limit=settings.rate_limit_per_minute)
             refused(retry_after, request, settings, who)  # as the route: 429 beyond the limit
+            body = job_detail(job, events).model_dump_json().encode()
         except CloudschedError as exc:
             await error_response(exc, scope["path"])(scope, receive, send)
             return
-        body = job_detail(job, events).model_dump_json().encode()
+        except Exception:  # outside the framework's error middleware: its 500, here
+            await internal_error(scope["path"])(scope, receive, send)
+            return
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]})
         await send({"type": "http.response.body", "body": body})

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 import redis
 from api_support import make_api, spec
+from fastapi.testclient import TestClient
 
 from api.fastpath import JobReadFastPath
 from scheduler import queries
@@ -140,3 +141,19 @@ def test_fast_reads_are_in_the_metrics_under_the_route(api, answered):
     assert answered.count(True) == 3
     text = api.client.get("/metrics").text
     assert 'cloudsched_http_requests_total{method="GET",route="/v1/jobs/{job_id}",status="200"} 3.0' in text
+
+
+def test_a_bug_is_the_same_logged_500(api, answered, monkeypatch, caplog):
+    """The fast path sits outside the framework's error middleware: it gives the framework's 500 itself."""
+    job = submit(api, "train")
+
+    def broken(job, events):
+        raise RuntimeError("a bug in rendering")
+
+    monkeypatch.setattr("api.fastpath.job_detail", broken)
+    monkeypatch.setattr("api.routers.jobs.job_detail", broken)
+    api.client = TestClient(api.client.app, raise_server_exceptions=False)  # else the route's error reaches the test
+    routed, fast = both_ways(api, "a", f"/v1/jobs/{job['id']}", answered)
+    assert routed.status_code == 500 and routed.json()["type"] == "urn:cloudsched:problem:internal"
+    same(routed, fast)
+    assert [r.exc_info[1].args for r in caplog.records if r.exc_info] == [("a bug in rendering",)] * 2
