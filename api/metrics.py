@@ -72,6 +72,7 @@ class MetricsMiddleware:
 
     def __init__(self, app: ASGIApp, metrics: Metrics):
         self.app, self.metrics = app, metrics
+        self._children: dict[tuple[str, str, int], tuple] = {}  # bounded: route templates, methods, statuses
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -89,6 +90,15 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_status)
         finally:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
-            method = scope["method"]
-            self.metrics.requests.labels(method, route, str(status)).inc()
-            self.metrics.latency.labels(method, route).observe(time.perf_counter() - start)
+            requests, latency = self._series(scope["method"], route, status)
+            requests.inc()
+            latency.observe(time.perf_counter() - start)
+
+    def _series(self, method: str, route: str, status: int):
+        """The request counter and latency histogram of one label set (`labels()` looked up once per set)."""
+        key = (method, route, status)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = (self.metrics.requests.labels(method, route, str(status)),
+                                           self.metrics.latency.labels(method, route))
+        return found
