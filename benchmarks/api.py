@@ -170,7 +170,8 @@ class RawConnection:
                 self.reader, self.writer = await asyncio.wait_for(
                     asyncio.open_connection(self.host, self.port), self.timeout_s)
             try:
-                return await asyncio.wait_for(self._exchange(head.encode() + body), self.timeout_s)
+                async with asyncio.timeout(self.timeout_s):  # not wait_for: no task per request
+                    return await self._exchange(head.encode() + body)
             except (asyncio.IncompleteReadError, ConnectionError) as exc:
                 self.close()
                 nothing_read = not isinstance(exc, asyncio.IncompleteReadError) or not exc.partial
