@@ -96,7 +96,11 @@ class Executor:
         if job.state in TERMINAL_JOB_STATES or job.state in (JobState.PENDING, JobState.PLANNED, JobState.UNPLACED):
             self._finish(unit, "refused", reason="JobNotLaunchable", message=f"job is {job.state.value}")
             return "refused"
-        if not self._predecessors_done(job):
+        done, never = self._predecessors(job)
+        if never:  # Slurm's DependencyNeverSatisfied, cancelled as with --kill-on-invalid-dep
+            self._refuse(unit, job, "DependencyFailed", never, to=JobState.CANCELLED)
+            return "refused"
+        if not done:
             self.launches.update(unit.id, lambda u: u, current=unit, due=self.clock().timestamp() + 60, done=True)
             return "waiting-for-after"
         cur = unit.current
@@ -164,13 +168,14 @@ class Executor:
         self._refuse(unit, job, exc.code if not exc.retryable else "LaunchFailed", str(exc))
         return "refused"
 
-    def _refuse(self, unit: LaunchUnit, job: JobRecord, reason: str, message: str) -> None:
-        """The job goes back for re-planning with the reason; its other live units are cancelled."""
+    def _refuse(self, unit: LaunchUnit, job: JobRecord, reason: str, message: str,
+                to: JobState = JobState.PENDING) -> None:
+        """The job goes back for re-planning (or to `to`) with the reason; its other live units are cancelled."""
         self._finish(unit, "refused", reason=reason, message=message)
         for other in self.launches.of_job(job.id):
             if other.id != unit.id:
                 self._cancel_unit(other, reason)
-        self._move_job(job.id, JobState.PENDING, reason=reason, message=message)
+        self._move_job(job.id, to, reason=reason, message=message)
         self._event(unit, "launch.refused", reason=reason, message=message)
 
     def _finish(self, unit: LaunchUnit, state: str, **changes) -> LaunchUnit | None:
@@ -184,11 +189,23 @@ class Executor:
                              image=spec.launch.image, command=spec.launch.command, env=dict(spec.launch.env),
                              approved_price_per_node_hour=cur.price_per_node_hour, attempt=cur.attempt)
 
-    def _predecessors_done(self, job: JobRecord) -> bool:
-        if not job.spec.after:
-            return True
-        states = {j.name: j.state for j in self.store.list_jobs(team=job.team, limit=1000)[0]}
-        return all(states.get(name, JobState.SUCCEEDED) is JobState.SUCCEEDED for name in job.spec.after)
+    def _predecessors(self, job: JobRecord) -> tuple[bool, str | None]:
+        """Whether every job `job` comes `after` has succeeded, and if one never will, why.
+
+        A name means the team's live job holding it, else its newest ended one (`Store.job_named`): a
+        resubmitted predecessor is waited for, not an old run of the same name. One that ended without
+        success (failed, cancelled) means `job` can never start. A name the store does not know does
+        not hold `job` back.
+        """
+        done = True
+        for name in job.spec.after:
+            before = self.store.job_named(job.team, name)
+            if before is None or before.state is JobState.SUCCEEDED:
+                continue
+            if before.state in TERMINAL_JOB_STATES:
+                return False, f"it runs after {name!r} ({before.id}), which ended {before.state.value}"
+            done = False
+        return done, None
 
     # -- tracking --------------------------------------------------------------------------
 

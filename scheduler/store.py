@@ -152,6 +152,17 @@ class Store:
         jobs = [job for job in self._load_jobs(ids) if wanted is None or job.state == wanted]
         return jobs, next_cursor
 
+    def job_named(self, team: str, name: str) -> JobRecord | None:
+        """The job `name` means in `team` now: the live job holding the name, else the newest ended job of
+        that name among the team's latest 1,000 (an ended job releases its name), else None."""
+        holder = self._r.get(self.keys.job_name(team, name))
+        if holder:
+            try:
+                return self.get_job(holder)
+            except NotFound:  # released in between
+                pass
+        return next((job for job in self.list_jobs(team=team, limit=MAX_PAGE)[0] if job.name == name), None)
+
     def pending_jobs(self) -> list[JobRecord]:
         """Every pending job, oldest first: the input of a plan run."""
         ids = self._r.zrange(self.keys.job_index(None, JobState.PENDING), 0, -1)

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import fakeredis
 import pytest
-from exec_support import NOW, OPS, SimClock, approved_plan, executor, run_until_quiet, spec
+from exec_support import NOW, OPS, VISION, SimClock, approved_plan, executor, run_until_quiet, spec
 
 from scheduler import services
 from scheduler.execution import Retry
@@ -206,6 +206,33 @@ def test_a_job_waits_for_the_jobs_it_comes_after(store, clock, tmp_path):
     train, serve = (ex.launches.of_job(jobs[n].id)[0] for n in ("train", "serve"))
     assert train.current.ended_at <= serve.current.launched_at
     assert jobs["serve"].state is JobState.SUCCEEDED
+
+
+def test_a_job_after_one_that_will_never_succeed_is_cancelled_not_kept_waiting(store, clock, tmp_path):
+    approved_plan(store, [spec("train", duration_hours=4), spec("serve", after=["train"], duration_hours=2)])
+    ex, fake = executor(store, tmp_path, clock)
+    jobs = {j.name: j for j in store.list_jobs(team="vision")[0]}
+    services.cancel_job(store, VISION, jobs["train"].id)
+    run_until_quiet(ex, clock)  # "did not settle" if serve were re-queued every minute for ever
+    serve = store.get_job(jobs["serve"].id)
+    assert serve.state is JobState.CANCELLED and serve.reason == "DependencyFailed"
+    assert jobs["train"].id in serve.message and "cancelled" in serve.message
+    (unit,) = ex.launches.of_job(serve.id)
+    assert unit.current.state == "refused" and fake.ledger() == []
+
+
+def test_after_means_the_live_job_of_that_name_not_an_older_one(store, clock, tmp_path):
+    old, _ = services.submit_job(store, VISION, spec("train"))
+    services.cancel_job(store, VISION, old.id)  # an earlier run of the name, ended: the name is free again
+    approved_plan(store, [spec("train", duration_hours=4), spec("serve", after=["train"], duration_hours=2)])
+    ex, fake = executor(store, tmp_path, clock)
+    run_until_quiet(ex, clock)
+    jobs = {j.name: j for j in reversed(store.list_jobs(team="vision")[0])}  # newest last: the new train wins
+    assert jobs["train"].id != old.id
+    train, serve = (ex.launches.of_job(jobs[n].id)[0] for n in ("train", "serve"))
+    assert train.current.ended_at <= serve.current.launched_at
+    assert jobs["serve"].state is JobState.SUCCEEDED
+    assert store.job_named("vision", "train").id == jobs["train"].id  # the newest ended one, once all ended
 
 
 def test_fake_provider_throttles_above_its_rate(tmp_path, clock):
