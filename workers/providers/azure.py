@@ -88,6 +88,7 @@ from workers.providers.bootstrap import (
     reported_exit,
     vm_base,
 )
+from workers.providers.marketplace import retry_after
 
 NAME = "azure"
 DEFAULT_IMAGE = {"publisher": "microsoft-dsvm", "offer": "ubuntu-hpc", "sku": "2204", "version": "latest"}
@@ -119,9 +120,8 @@ def translate(exc: Exception) -> ProviderError:
     codes, status = _codes(exc), exc.status_code
     message = f"HTTP {status} {'/'.join(codes)}: {exc.error.message if exc.error else exc.reason}"
     if status == 429:
-        retry_after = exc.response.headers.get("Retry-After") if exc.response is not None else None
-        return Throttled(message, provider=NAME,
-                         retry_after_s=float(retry_after) if retry_after and retry_after.isdigit() else None)
+        header = exc.response.headers.get("Retry-After") if exc.response is not None else None
+        return Throttled(message, provider=NAME, retry_after_s=retry_after(header))  # seconds or an HTTP date
     if "QuotaExceeded" in codes or ("OperationNotAllowed" in codes and "quota" in message.lower()):
         return QuotaExceeded(message, provider=NAME)
     if _CAPACITY & set(codes):
