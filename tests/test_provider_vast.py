@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -332,3 +334,13 @@ def test_no_key_is_auth_failed_without_a_call(rs, monkeypatch):
     with pytest.raises(AuthFailed, match=vast.ENV_KEY):
         vast.VastProvider(server_url=BASE).list_ours()
     assert len(rs.calls) == 0
+
+
+@pytest.mark.parametrize(("header", "seconds"), [
+    ("17", 17.0), ("1.5", 1.5), ("-3", 0.0), (None, None), ("", None), ("soon", None),
+    (format_datetime(datetime.now(timezone.utc) + timedelta(seconds=120), usegmt=True), 120.0),
+])
+def test_retry_after_reads_seconds_or_an_http_date(header, seconds):
+    from workers.providers.marketplace import retry_after
+
+    assert retry_after(header) == (pytest.approx(seconds, abs=2) if seconds else seconds)
