@@ -15,7 +15,9 @@ processes (prefork) on it, with `CLOUDSCHED_LAUNCH_VIA=fake`; this process plays
    messages;
 4. tracking: one `track` pass over 10,000 running launches (the provider's `statuses` calls
    counted: one per provider, not per job), against the 60 s period;
-5. approval to launch: a 1,000-job plan approved, then every job launched.
+5. approval to launch: a 1,000-job plan approved, then every job launched;
+6. plan progress: the check each job's success makes (have all the plan's jobs ended?) on that
+   plan, against reading the whole plan and every job record in this process.
 
 Nothing is compared with a stored figure; the results go to stdout (and, with --write, to
 benchmarks/WORKERS_RESULTS.md).
@@ -154,11 +156,17 @@ def main() -> int:
             f"{calls:.0f} `statuses` call(s) to the provider — {track_s / 60:.1%} of the 60 s period")
 
         # 5. approval to all launched, for a plan of 1,000 jobs
-        approval_s, first_start_s, n_jobs, n_units = _approval_to_launch(store, sizes["plan"])
+        approval_s, first_start_s, n_jobs, n_units, plan_id = _approval_to_launch(store, sizes["plan"])
         say(f"- approval → launched: a plan placing {n_jobs:,} jobs ({n_units:,} launch units, all starting at once) "
             f"approved; every unit launched **{approval_s:.1f} s** after the approval, **{first_start_s:.1f} s** after "
             f"the start was due (the plan starts 30 s after it is made, leaving time to approve it)")
         assert fake.duplicates() == {}, "a benchmark launch was duplicated"
+
+        # 6. the plan-progress check each job's success makes, on that plan
+        whole_ms, check_ms = _plan_progress_check(store, plan_id)
+        say(f"- plan progress at each job's success, on that {n_jobs:,}-job plan: `Store.plan_jobs_ended` takes "
+            f"**{check_ms:.1f} ms** (median of 20) against {whole_ms:.1f} ms for reading the whole plan and every "
+            f"job record ({whole_ms / check_ms:.1f}x less)")
     finally:
         worker.terminate()
         worker.wait(30)
@@ -194,7 +202,27 @@ def _approval_to_launch(store, n: int) -> tuple[float, float, int, int]:
     _wait_launched(store, uids, 600 + (last - first).total_seconds(), poke=tasks.dispatch.delay)
     total = time.perf_counter() - t0
     after_first = time.time() - first.timestamp()
-    return total, after_first, len(record.document.assignments), len(uids)
+    return total, after_first, len(record.document.assignments), len(uids), record.plan_id
+
+
+def _plan_progress_check(store, plan_id: str) -> tuple[float, float]:
+    """Median ms of the check as it was (the whole document and every job record) and as it is."""
+    from scheduler.lifecycle import TERMINAL_JOB_STATES
+
+    def whole() -> bool:
+        jobs = store.get_jobs(a.job_id for a in store.get_plan(plan_id).document.assignments)
+        return all(j.state in TERMINAL_JOB_STATES for j in jobs.values())
+
+    def timed(check) -> float:
+        times = []
+        for _ in range(20):
+            t0 = time.perf_counter()
+            check()
+            times.append(1000 * (time.perf_counter() - t0))
+        return statistics.median(times)
+
+    assert whole() == store.plan_jobs_ended(plan_id), "the two checks disagree"
+    return timed(whole), timed(lambda: store.plan_jobs_ended(plan_id))
 
 
 if __name__ == "__main__":

@@ -358,13 +358,11 @@ class Executor:
 
     def _plan_progress(self, plan_id: str) -> None:
         try:
-            plan = self.store.get_plan(plan_id)
-            state = plan.state
-            if state is PlanState.APPROVED:  # the returned info has the new state: no second read of the document
+            state = self.store.get_plan_info(plan_id).state
+            if state is PlanState.APPROVED:
                 state = self.store.set_plan_state(plan_id, PlanState.EXECUTING, expected_state=PlanState.APPROVED,
                                                   actor=ACTOR).state
-            jobs = self.store.get_jobs(a.job_id for a in plan.document.assignments)
-            if state is PlanState.EXECUTING and all(j.state in TERMINAL_JOB_STATES for j in jobs.values()):
+            if state is PlanState.EXECUTING and self.store.plan_jobs_ended(plan_id):
                 self.store.set_plan_state(plan_id, PlanState.DONE, expected_state=PlanState.EXECUTING, actor=ACTOR)
         except Conflict as exc:  # another worker moved it first
             log.debug("plan %s progress: %s", plan_id, exc)

@@ -265,6 +265,26 @@ class Store:
         return PlanRecord(**dict(info), document=PlanDocument.model_validate_json(fields[-3]),
                           job_versions=json.loads(fields[-2]), inputs=json.loads(fields[-1]) if fields[-1] else None)
 
+    def plan_jobs_ended(self, plan_id: str) -> bool:
+        """Whether every job the plan placed has reached a terminal state.
+
+        Asked at each job's success: it reads the placed ids from the document's JSON and each job's
+        `state` field, without validating the document or any job record, and stops at the first chunk
+        with a live job (`benchmarks/workers.py` times it against reading the whole plan).
+        """
+        raw = self._r.hget(self.keys.plan(plan_id), "document")
+        if raw is None:
+            raise NotFound("plan", plan_id)
+        ids = [assignment["job_id"] for assignment in json.loads(raw)["assignments"]]
+        ended = {state.value for state in TERMINAL_JOB_STATES}
+        for end in range(len(ids), 0, -200):  # in chunks, from the end: a live job ends the check early
+            pipe = self._r.pipeline(transaction=False)
+            for job_id in ids[max(0, end - 200):end]:
+                pipe.hget(self.keys.job(job_id), "state")
+            if not all(state in ended for state in pipe.execute() if state is not None):
+                return False
+        return True
+
     def get_plan_info(self, plan_id: str) -> PlanInfo:
         """The plan without its document (cheap for large plans)."""
         fields = self._r.hmget(self.keys.plan(plan_id), *_PLAN_FIELDS)

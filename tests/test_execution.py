@@ -278,3 +278,15 @@ def test_cost_report_compares_planned_and_actual_per_team(store, clock, tmp_path
     assert cost_report(store, nlp)["teams"] == []
     with pytest.raises(Forbidden):
         cost_report(store, nlp, team="vision")
+
+
+def test_a_plan_is_done_when_the_jobs_it_placed_have_ended(store, clock, tmp_path):
+    plan = approved_plan(store, [spec("a"), spec("b"), spec("huge", gpus=4096)])
+    (unplaced,) = plan.document.unplaced  # stays UNPLACED, a live state: it does not hold the plan open
+    placed = [a.job_id for a in plan.document.assignments]
+    assert len(placed) == 2 and not store.plan_jobs_ended(plan.plan_id)
+    services.cancel_job(store, VISION, placed[0])
+    assert not store.plan_jobs_ended(plan.plan_id)
+    services.cancel_job(store, VISION, placed[1])
+    assert store.plan_jobs_ended(plan.plan_id)
+    assert store.get_job(unplaced.job_id).state is JobState.UNPLACED
