@@ -113,12 +113,15 @@ def jobs_in(store: Store, states) -> list[JobRecord]:
     return sorted(jobs, key=lambda j: (j.created_at, j.id))
 
 
-def _plannable(store: Store) -> list[JobRecord]:
+def plannable(store: Store) -> list[JobRecord]:
+    """Every job a plan made now would take, oldest first."""
     return jobs_in(store, PLANNABLE)
 
 
-def current_inputs(store: Store, catalog: Catalog, budgets: dict[str, float] | None = None) -> PlanInputs:
-    jobs = _plannable(store)
+def current_inputs(store: Store, catalog: Catalog, budgets: dict[str, float] | None = None,
+                   jobs: list[JobRecord] | None = None) -> PlanInputs:
+    """The inputs of a plan made now; `jobs`: `plannable(store)` when the caller has read it already."""
+    jobs = plannable(store) if jobs is None else jobs
     return PlanInputs({j.id: spec_version(j.spec) for j in jobs}, catalog.version,
                       store.latest_approved_plan_id(), dict(budgets or {}))
 
@@ -142,12 +145,12 @@ def create_plan(store: Store, who: Principal, run: PlanRun = PlanRun(), catalog:
 
 
 def _create_plan(store: Store, who: Principal, run: PlanRun, catalog: Catalog) -> PlanRecord:
-    jobs = _plannable(store)
+    jobs = plannable(store)
     # Plans run on whole minutes (the optimizer's time unit): round any caller's `now` up.
     now = run.now or datetime.now(timezone.utc) + timedelta(hours=run.review_lead_hours)
     if now.second or now.microsecond:
         now = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
-    inputs = current_inputs(store, catalog, run.budgets)
+    inputs = current_inputs(store, catalog, run.budgets, jobs)  # the same read: the jobs planned are the inputs
     problem = build_problem([j.spec for j in jobs], now=now, catalog=catalog, budgets=run.budgets,
                             job_ids=[j.id for j in jobs])
     options = PlanOptions(time_limit=run.time_limit_s, num_workers=run.num_workers, created_by=run.created_by,
@@ -212,12 +215,12 @@ def first_start(doc: PlanDocument) -> str | None:
 
 
 def stale_inputs(store: Store, record: PlanRecord, catalog: Catalog,
-                 budgets: dict[str, float] | None = None) -> list[str]:
+                 budgets: dict[str, float] | None = None, jobs: list[JobRecord] | None = None) -> list[str]:
     """What changed since the plan was made ([] while its inputs are those of a plan made now)."""
     if not record.inputs:
         return ["the plan's inputs were not recorded"]
     planned = PlanInputs.from_json(record.inputs)
-    current = current_inputs(store, catalog, budgets)
+    current = current_inputs(store, catalog, budgets, jobs)
     return [] if current.fingerprint() == planned.fingerprint() else what_changed(planned, current)
 
 

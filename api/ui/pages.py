@@ -30,12 +30,13 @@ def architectures(catalog: Catalog) -> dict[str, str]:
     return {name: facts.architecture.value for name, facts in catalog.facts.items()}
 
 
-def freshness(store: Store, record, catalog: Catalog) -> Freshness:
+def freshness(store: Store, record, catalog: Catalog, plannable: list | None = None) -> Freshness:
+    """`plannable`: `services.plannable(store)`, when the caller has read it already."""
     if record.state is PlanState.STALE:
         return Freshness("stale", list((record.decision or {}).get("stale", [])))
     if record.state is not PlanState.PENDING_REVIEW:
         return Freshness("decided", [])
-    changes = services.stale_inputs(store, record, catalog)  # what approving it now would find
+    changes = services.stale_inputs(store, record, catalog, jobs=plannable)  # what approving it now would find
     return Freshness("stale", changes) if changes else Freshness("current", [])
 
 
@@ -57,10 +58,14 @@ def plan_context(store: Store, viewer: Viewer, plan_id: str, sort: str, descendi
     diff = queries.plan_diff(store, who, plan_id, record=record)
     previous = store.get_plan_info(diff.against) if diff.against else None  # its totals: no document to read
     symbols = {d.job_id: d.symbol for d in diff.diffs}
-    specs = {job_id: job.spec for job_id, job in store.get_jobs([a.job_id for a in doc.assignments]).items()}
+    # A plan under review placed plannable jobs: one read of them serves the staleness check and the table.
+    plannable = services.plannable(store) if record.state is PlanState.PENDING_REVIEW else None
+    specs = {job.id: job.spec for job in plannable or []}
+    missing = [a.job_id for a in doc.assignments if a.job_id not in specs]
+    specs |= {job_id: job.spec for job_id, job in store.get_jobs(missing).items()} if missing else {}
     table = views.sort_rows(views.rows(doc, symbols, specs, _offer_lookup(catalog)), sort, descending)
     return {
-        "viewer": viewer, "doc": doc, "record": record, "freshness": freshness(store, record, catalog),
+        "viewer": viewer, "doc": doc, "record": record, "freshness": freshness(store, record, catalog, plannable),
         "expires_at": services.first_start(record.document), "figures": views.figures(doc, previous, arch),
         "rows": table, "sort": sort if sort in views.SORT_KEYS else views.DEFAULT_SORT, "descending": descending,
         "gantt": gantt.layout(doc.assignments, arch, views.LOW_SLACK_HOURS), "diff": diff,
