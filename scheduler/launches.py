@@ -14,6 +14,8 @@ Keys (under the store's prefix):
     due                     zset  unit -> epoch second its (next) launch is due
     inflight                zset  unit -> epoch second its launch lease ends (dispatcher re-sends after)
     tracking:{adapter}      set   units with a live instance on that adapter (polled per adapter)
+    adapters                set   every adapter that has tracked a unit, and "" once it was built
+                                  (`tracked_adapters` reads it instead of scanning the keyspace)
     orphans:{adapter}       hash  idempotency key -> epoch second first seen without a record
     lease:{unit}            str   the worker launching the unit now (expires)
 """
@@ -124,6 +126,10 @@ class LaunchStore:
     def _tracking(self, adapter: str) -> str:
         return f"{self.p}tracking:{adapter}"
 
+    @property
+    def _adapters(self) -> str:
+        return f"{self.p}adapters"
+
     def _orphans(self, adapter: str) -> str:
         return f"{self.p}orphans:{adapter}"
 
@@ -179,9 +185,9 @@ class LaunchStore:
                 return None
             new = new.model_copy(update={"version": unit.version + 1})
             keys = [self._unit(uid), self._due, self._inflight, self._tracking(track or ""),
-                    self._tracking(untrack or "")]
+                    self._tracking(untrack or ""), self._adapters]
             args = [unit.version, new.model_dump_json(), uid, "" if due is None else due, int(undue), int(bool(track)),
-                    int(bool(untrack)), int(done)]
+                    int(bool(untrack)), int(done), track or ""]
             outcome = self._update_script(keys=keys, args=args)
             if outcome == 1:
                 return new
@@ -224,8 +230,17 @@ class LaunchStore:
         return list(self._r.smembers(self._tracking(adapter)))
 
     def tracked_adapters(self) -> list[str]:
-        prefix = self._tracking("")
-        return sorted({k[len(prefix):] for k in self._r.scan_iter(match=prefix + "*", count=1000)})
+        """The adapters with a live instance now: those of the `adapters` index whose tracking set is not empty."""
+        names = self._r.smembers(self._adapters)
+        if "" not in names:  # not built yet (a store written before the index): one scan completes it, then "" says so
+            prefix = self._tracking("")
+            names |= {k[len(prefix):] for k in self._r.scan_iter(match=prefix + "*", count=1000)} | {""}
+            self._r.sadd(self._adapters, *names)
+        names = sorted(name for name in names if name)
+        pipe = self._r.pipeline(transaction=False)
+        for name in names:
+            pipe.scard(self._tracking(name))
+        return [name for name, count in zip(names, pipe.execute()) if count]
 
     def orphan_seen(self, adapter: str, key: str, now: float) -> float:
         """When `key` was first seen without a record (recorded now if it is new)."""
@@ -273,14 +288,18 @@ redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
 return 1
 """
 _UPDATE = """
--- KEYS unit due inflight tracking(add) tracking(remove); ARGV version json id due undue track untrack done
+-- KEYS unit due inflight tracking(add) tracking(remove) adapters; ARGV version json id due undue track untrack done
+-- adapter(add)
 local version = redis.call('HGET', KEYS[1], 'version')
 if not version then return -1 end
 if version ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'json', ARGV[2], 'version', tostring(tonumber(ARGV[1]) + 1))
 if ARGV[4] ~= '' then redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3]) end
 if ARGV[5] == '1' then redis.call('ZREM', KEYS[2], ARGV[3]) end
-if ARGV[6] == '1' then redis.call('SADD', KEYS[4], ARGV[3]) end
+if ARGV[6] == '1' then
+  redis.call('SADD', KEYS[4], ARGV[3])
+  redis.call('SADD', KEYS[6], ARGV[9])
+end
 if ARGV[7] == '1' then redis.call('SREM', KEYS[5], ARGV[3]) end
 if ARGV[8] == '1' then redis.call('ZREM', KEYS[3], ARGV[3]) end
 return 1

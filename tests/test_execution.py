@@ -290,3 +290,21 @@ def test_a_plan_is_done_when_the_jobs_it_placed_have_ended(store, clock, tmp_pat
     services.cancel_job(store, VISION, placed[1])
     assert store.plan_jobs_ended(plan.plan_id)
     assert store.get_job(unplaced.job_id).state is JobState.UNPLACED
+
+
+def test_tracked_adapters_come_from_an_index_kept_with_the_tracking_sets(store, clock, tmp_path):
+    approved_plan(store, [spec("a")])
+    ex, fake = executor(store, tmp_path, clock)
+    launches = ex.launches
+    assert launches.tracked_adapters() == []
+    clock.advance(hours=2)
+    for uid in ex.dispatch():
+        ex.launch(uid)
+    assert launches.tracked_adapters() == ["fake"]
+    store.client.srem("cs:adapters", "fake", "")  # as written before the index: tracking sets but no index
+    assert launches.tracked_adapters() == ["fake"]  # found by one scan, then kept
+    assert store.client.smembers("cs:adapters") == {"fake", ""}
+    store.client.sadd("cs:tracking:orphaned-by-hand", "x")  # a tracking set the index does not name: no scan now
+    assert launches.tracked_adapters() == ["fake"]
+    run_until_quiet(ex, clock)
+    assert launches.tracked_adapters() == []  # nothing live: an adapter with an empty set is left out
