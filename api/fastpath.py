@@ -36,7 +36,7 @@ MAX_ID = 64  # the route's JobId: longer ids are the route's 422
 
 class JobReadFastPath:
     """In front of the whole framework, inside the metrics middleware only (which counts these reads too):
-    `api.app.CloudschedAPI` puts it there."""
+    `api.app._outer_layers` puts it there."""
 
     def __init__(self, app: ASGIApp, api: FastAPI):
         self.app, self.api = app, api
