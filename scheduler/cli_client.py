@@ -1,15 +1,18 @@
 """`cloudsched jobs ...` and `cloudsched plan ...`: the CLI over the REST API.
 
 `plan create --detailed-exitcode` exits like Terraform's: 0 when the new plan changes
-nothing against the last approved one, 2 when it does, 1 on an error.
+nothing against the last approved one, 2 when it does, 1 on an error. `jobs wait` exits like
+`sbatch --wait`: 0 when every job succeeded, 1 when one ended otherwise, 2 on its timeout.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import time
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, NoReturn, Optional
 
 import typer
 from rich.console import Console
@@ -17,6 +20,7 @@ from rich.table import Table
 
 from scheduler import render
 from scheduler.client import ApiProblem, Client
+from scheduler.lifecycle import TERMINAL_JOB_STATES, JobState
 from scheduler.models import PlanDocument
 from scheduler.workloads import load_jobs
 
@@ -25,15 +29,20 @@ plan_app = typer.Typer(help="Create, review and decide plans (over the API).", n
 out = Console(emoji=False)
 err = Console(stderr=True, emoji=False)
 Json = Annotated[bool, typer.Option("--json", help="Print the API's JSON.")]
+ENDED = {state.value for state in TERMINAL_JOB_STATES}
 
 
 def _call(fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
     except ApiProblem as problem:
-        for line in problem.lines:
-            err.print(f"[red]error:[/red] {line}" if line == problem.lines[0] else line, markup=True)
-        raise typer.Exit(1) from None
+        _fail(problem)
+
+
+def _fail(problem: ApiProblem) -> NoReturn:
+    for line in problem.lines:
+        err.print(f"[red]error:[/red] {line}" if line == problem.lines[0] else line, markup=True)
+    raise typer.Exit(1) from None
 
 
 def _print_json(data) -> None:
@@ -84,6 +93,47 @@ def show(job_id: str, as_json: Json = False) -> None:
         out.print(f"  {c['type']}={c['status']} ({c['reason']}) {c.get('message', '')}")
     for e in job.get("events", []):
         out.print(f"  {e['at']}  {e['type']}  by {e['actor']}")
+
+
+@jobs_app.command("wait")
+def wait(job_ids: Annotated[list[str], typer.Argument(help="Job ids.", metavar="JOB")],
+         timeout: Annotated[float, typer.Option(min=0, help="Give up after this many seconds (exit 2).")] = 86400,
+         interval: Annotated[float, typer.Option(min=0.2, help="Seconds between two looks at each job.")] = 15,
+         ) -> None:
+    """Wait until every JOB has ended, as `sbatch --wait` does: exit 0 when all succeeded, 1 when one
+    ended otherwise (failed, cancelled) or on an error, 2 when --timeout passes first."""
+    client, deadline = Client(), time.monotonic() + timeout
+    states: dict[str, str] = {}
+    with err.status("") as status:
+        while True:
+            for job_id in [j for j in job_ids if states.get(j) not in ENDED]:
+                job = _look(client, job_id)
+                if job is not None and job["state"] != states.get(job_id):
+                    states[job_id] = job["state"]
+                    why = ": ".join(part for part in (job.get("reason"), job.get("message")) if part)
+                    out.print(f"{datetime.now(timezone.utc):%H:%M:%S}Z  {job['name']} ({job_id})  "
+                              f"{job['state']}{'  ' + why if why else ''}", markup=False, highlight=False)
+            running = [j for j in job_ids if states.get(j) not in ENDED]
+            if not running:
+                break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                err.print(f"[yellow]timed out[/yellow] after {timeout:g} s; still running: {', '.join(running)}")
+                raise typer.Exit(2)
+            status.update(f"{len(running)} of {len(job_ids)} job(s) not ended yet")
+            time.sleep(min(interval, left))
+    if any(states[j] != JobState.SUCCEEDED.value for j in job_ids):
+        raise typer.Exit(1)
+
+
+def _look(client: Client, job_id: str) -> dict | None:
+    """The job, or None when the API asks to come back later (429, 503): the next look will tell."""
+    try:
+        return client.get_job(job_id)
+    except ApiProblem as problem:
+        if problem.status in (429, 503):
+            return None
+        _fail(problem)
 
 
 @jobs_app.command("cancel")

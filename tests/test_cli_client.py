@@ -97,3 +97,84 @@ def test_cost_report_after_the_jobs_ran(api, tmp_path):
     mine = json.loads(run("cost-report", "--json").output)
     assert [t["team"] for t in mine["teams"]] == ["vision"]
     assert run("cost-report", "--team", "nlp").exit_code == 1
+
+
+def _submitted(api, tmp_path, *names) -> list[str]:
+    path = tmp_path / "jobs.json"
+    path.write_text(json.dumps([spec(name) for name in names]))
+    result = run("jobs", "submit", str(path), "--json")
+    assert result.exit_code == 0, result.output
+    return [j["id"] for j in json.loads(result.output)]
+
+
+def _advancing(api, monkeypatch, paths: dict[str, list[str]]):
+    """Each `jobs wait` pause moves every job one step along its path (instead of sleeping)."""
+    from scheduler import cli_client as module
+
+    pauses = []
+
+    def sleep(seconds):
+        pauses.append(seconds)
+        for job_id, path in paths.items():
+            if path:
+                api.store.transition_job(job_id, path.pop(0))
+
+    monkeypatch.setattr(module.time, "sleep", sleep)
+    return pauses
+
+
+def test_jobs_wait_exits_0_once_every_job_succeeded(api, tmp_path, monkeypatch):
+    a, b = _submitted(api, tmp_path, "train", "eval")
+    steps = ["planned", "approved", "launching", "running", "succeeded"]
+    pauses = _advancing(api, monkeypatch, {a: list(steps), b: list(steps[:2]) + ["launching", "running", "succeeded"]})
+    result = run("jobs", "wait", a, b, "--interval", "3")
+    assert result.exit_code == 0, result.output
+    assert result.output.count("succeeded") == 2 and "running" in result.output
+    assert pauses == [3] * 5  # five looks were needed; each change printed once
+
+
+def test_jobs_wait_exits_1_when_a_job_ends_otherwise(api, tmp_path, monkeypatch):
+    a, b = _submitted(api, tmp_path, "train", "eval")
+    _advancing(api, monkeypatch, {a: ["planned", "approved", "launching", "running", "succeeded"], b: ["cancelled"]})
+    result = run("jobs", "wait", a, b)
+    assert result.exit_code == 1
+    assert "cancelled" in result.output and "succeeded" in result.output  # it still waits for the others
+
+
+def test_jobs_wait_exits_2_on_its_timeout(api, tmp_path, monkeypatch):
+    (a,) = _submitted(api, tmp_path, "train")
+    _advancing(api, monkeypatch, {})
+    result = run("jobs", "wait", a, "--timeout", "0")
+    assert result.exit_code == 2
+    assert "timed out" in result.output and a in result.output
+
+
+def test_jobs_wait_on_an_unknown_job_is_an_error(api):
+    result = run("jobs", "wait", "job_nope")
+    assert result.exit_code == 1 and "404" in result.output
+
+
+def test_jobs_wait_rides_out_the_rate_limit(api, tmp_path, monkeypatch):
+    from scheduler import cli_client as module
+    from scheduler.client import ApiProblem
+
+    (a,) = _submitted(api, tmp_path, "train")
+    _advancing(api, monkeypatch, {a: ["planned", "approved", "launching", "running", "succeeded"]})
+    real, answers = module.Client, iter([429, None, 503])
+
+    def limited():
+        client = real()
+        get = client.get_job
+
+        def get_job(job_id):
+            status = next(answers, None)
+            if status:
+                raise ApiProblem(status, {"title": "come back later"})
+            return get(job_id)
+
+        client.get_job = get_job
+        return client
+
+    monkeypatch.setattr(module, "Client", limited)
+    result = run("jobs", "wait", a)
+    assert result.exit_code == 0, result.output
