@@ -68,6 +68,7 @@ class Executor:
     config: ExecConfig = field(default_factory=ExecConfig)
     clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
     probe: Callable[[str], None] = lambda stage: None  # fault tests pause or die at a named stage
+    _live: _LiveGpus | None = field(default=None, init=False, repr=False, compare=False)  # during a track pass
 
     # -- dispatch --------------------------------------------------------------------------
 
@@ -179,8 +180,11 @@ class Executor:
         self._event(unit, "launch.refused", reason=reason, message=message)
 
     def _finish(self, unit: LaunchUnit, state: str, **changes) -> LaunchUnit | None:
-        return self.launches.update(unit.id, lambda u: u.with_current(state=state, **changes), current=unit,
-                                    undue=True, done=True, untrack=unit.current.adapter)
+        finished = self.launches.update(unit.id, lambda u: u.with_current(state=state, **changes), current=unit,
+                                        undue=True, done=True, untrack=unit.current.adapter)
+        if self._live is not None:
+            self._live.ended(unit.id)
+        return finished
 
     def _request(self, job: JobRecord, unit: LaunchUnit) -> LaunchRequest:
         cur, spec = unit.current, job.spec
@@ -210,7 +214,18 @@ class Executor:
     # -- tracking --------------------------------------------------------------------------
 
     def track(self, adapter: str) -> dict[str, int]:
-        """Poll one adapter for every unit it runs (one `statuses` call) and move records forward."""
+        """Poll one adapter for every unit it runs (one `statuses` call) and move records forward.
+
+        The re-placements of one pass share one read of the live units' GPUs (`_LiveGpus`): a spot
+        reclaim of many instances at once re-places each against the same read, less what ended since.
+        """
+        self._live = _LiveGpus(self.launches)
+        try:
+            return self._track(adapter)
+        finally:
+            self._live = None
+
+    def _track(self, adapter: str) -> dict[str, int]:
         units = [u for u in self.launches.get_many(self.launches.tracked(adapter)) if u.current.handle]
         if not units:
             return {}
@@ -291,11 +306,7 @@ class Executor:
         return "replaced"
 
     def _busy_gpus(self) -> dict[str, int]:
-        busy: dict[str, int] = {}
-        for adapter in self.launches.tracked_adapters():
-            for u in self.launches.get_many(self.launches.tracked(adapter)):
-                busy[u.current.offer_id] = busy.get(u.current.offer_id, 0) + u.current.gpus
-        return busy
+        return (self._live or _LiveGpus(self.launches)).by_offer()
 
     # -- reconcile and cancel --------------------------------------------------------------
 
@@ -392,3 +403,25 @@ class Executor:
 def config_from(settings) -> ExecConfig:
     return ExecConfig(launch_via=settings.launch_via, price_tolerance=settings.price_tolerance_pct / 100,
                       recovery_tolerance=settings.recovery_tolerance_pct / 100, lease_s=settings.launch_lease_s)
+
+
+class _LiveGpus:
+    """The GPUs of the units with a live instance, by offer: read at the first need, then kept up to date
+    with the units that end (one read per track pass instead of one per re-placement)."""
+
+    def __init__(self, launches: LaunchStore):
+        self.launches = launches
+        self._units: dict[str, tuple[str, int]] | None = None  # unit id -> (offer id, GPUs)
+
+    def by_offer(self) -> dict[str, int]:
+        if self._units is None:
+            self._units = {u.id: (u.current.offer_id, u.current.gpus) for adapter in self.launches.tracked_adapters()
+                           for u in self.launches.get_many(self.launches.tracked(adapter))}
+        busy: dict[str, int] = {}
+        for offer_id, gpus in self._units.values():
+            busy[offer_id] = busy.get(offer_id, 0) + gpus
+        return busy
+
+    def ended(self, unit_id: str) -> None:
+        if self._units is not None:
+            self._units.pop(unit_id, None)

@@ -308,3 +308,24 @@ def test_tracked_adapters_come_from_an_index_kept_with_the_tracking_sets(store, 
     assert launches.tracked_adapters() == ["fake"]
     run_until_quiet(ex, clock)
     assert launches.tracked_adapters() == []  # nothing live: an adapter with an empty set is left out
+
+
+def test_a_reclaim_of_many_spot_instances_reads_the_live_units_once_per_pass(store, clock, tmp_path, monkeypatch):
+    specs = [spec(f"s{i}", interruptible=True, duration_hours=10, deadline=NOW + timedelta(hours=40)) for i in range(4)]
+    plan = approved_plan(store, specs)
+    ex, fake = executor(store, tmp_path, clock, recovery_tolerance=1.0)
+    assert {a.segments[0].market for a in plan.document.assignments} == {"spot"}
+    clock.advance(hours=2)
+    for uid in ex.dispatch():
+        ex.launch(uid)
+    ex.track("fake")
+    clock.advance(hours=3)
+    busy_reads = []
+    tracked_adapters = ex.launches.tracked_adapters
+    monkeypatch.setattr(ex.launches, "tracked_adapters", lambda: busy_reads.append(1) or tracked_adapters())
+    reclaimed = len(fake.preempt(1.0))  # every running spot instance
+    assert reclaimed >= 2
+    assert ex.track("fake") == {"replaced": reclaimed}
+    assert len(busy_reads) == 1  # one read of the live units for all the re-placements
+    run_until_quiet(ex, clock)
+    assert {store.get_job(a.job_id).state for a in plan.document.assignments} == {JobState.SUCCEEDED}
