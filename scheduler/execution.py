@@ -19,6 +19,7 @@ the unit with the time left before its deadline (`scheduler.recovery`).
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -68,7 +69,8 @@ class Executor:
     config: ExecConfig = field(default_factory=ExecConfig)
     clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
     probe: Callable[[str], None] = lambda stage: None  # fault tests pause or die at a named stage
-    _live: _LiveGpus | None = field(default=None, init=False, repr=False, compare=False)  # during a track pass
+    # this thread's track pass, if one runs (the in-process worker runs tasks in threads on one executor)
+    _pass: threading.local = field(default_factory=threading.local, init=False, repr=False, compare=False)
 
     # -- dispatch --------------------------------------------------------------------------
 
@@ -182,8 +184,9 @@ class Executor:
     def _finish(self, unit: LaunchUnit, state: str, **changes) -> LaunchUnit | None:
         finished = self.launches.update(unit.id, lambda u: u.with_current(state=state, **changes), current=unit,
                                         undue=True, done=True, untrack=unit.current.adapter)
-        if self._live is not None:
-            self._live.ended(unit.id)
+        live = getattr(self._pass, "live", None)
+        if live is not None:
+            live.ended(unit.id)
         return finished
 
     def _request(self, job: JobRecord, unit: LaunchUnit) -> LaunchRequest:
@@ -219,11 +222,11 @@ class Executor:
         The re-placements of one pass share one read of the live units' GPUs (`_LiveGpus`): a spot
         reclaim of many instances at once re-places each against the same read, less what ended since.
         """
-        self._live = _LiveGpus(self.launches)
+        self._pass.live = _LiveGpus(self.launches)
         try:
             return self._track(adapter)
         finally:
-            self._live = None
+            self._pass.live = None
 
     def _track(self, adapter: str) -> dict[str, int]:
         units = [u for u in self.launches.get_many(self.launches.tracked(adapter)) if u.current.handle]
@@ -306,7 +309,7 @@ class Executor:
         return "replaced"
 
     def _busy_gpus(self) -> dict[str, int]:
-        return (self._live or _LiveGpus(self.launches)).by_offer()
+        return (getattr(self._pass, "live", None) or _LiveGpus(self.launches)).by_offer()
 
     # -- reconcile and cancel --------------------------------------------------------------
 
