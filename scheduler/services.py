@@ -151,7 +151,7 @@ def _create_plan(store: Store, who: Principal, run: PlanRun, catalog: Catalog) -
     if now.second or now.microsecond:
         now = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
     inputs = current_inputs(store, catalog, run.budgets, jobs)  # the same read: the jobs planned are the inputs
-    problem = build_problem([j.spec for j in jobs], now=now, catalog=catalog, budgets=run.budgets,
+    problem = build_problem(after_earlier_plans(store, jobs), now=now, catalog=catalog, budgets=run.budgets,
                             job_ids=[j.id for j in jobs])
     options = PlanOptions(time_limit=run.time_limit_s, num_workers=run.num_workers, created_by=run.created_by,
                           previous=_previous(store), inputs=inputs)
@@ -166,6 +166,34 @@ def _create_plan(store: Store, who: Principal, run: PlanRun, catalog: Catalog) -
                                  decision={"superseded_by": doc.plan_id}, actor=who.name)
     _mark_jobs(store, doc, jobs, who)
     return store.get_plan(doc.plan_id)
+
+
+def after_earlier_plans(store: Store, jobs: list[JobRecord]) -> list[JobSpec]:
+    """The jobs' specs as the optimizer must see them: a job `after` one that an earlier plan placed
+    and that has not ended starts no sooner than that one's expected end (`not_before` moved).
+
+    Predecessors in the same batch are the optimizer's own constraint; one that ended is the launch's
+    business (succeeded: go; failed or cancelled: the waiting job is cancelled, `Executor._predecessors`).
+    """
+    batch = {(job.team, job.name) for job in jobs}
+    specs = []
+    for job in jobs:
+        spec = job.spec
+        ends = [end for name in spec.after if (job.team, name) not in batch
+                for end in [_expected_end(store, store.job_named(job.team, name))] if end is not None]
+        if ends and (spec.not_before is None or max(ends) > spec.not_before):
+            spec = spec.model_copy(update={"not_before": max(ends)})
+        specs.append(spec)
+    return specs
+
+
+def _expected_end(store: Store, job: JobRecord | None) -> datetime | None:
+    """When a job an earlier plan placed should end: its live launch units' (actual or due) start plus run."""
+    if job is None or job.state not in (JobState.APPROVED, JobState.LAUNCHING, JobState.RUNNING, JobState.PREEMPTED):
+        return None
+    ends = [(u.current.running_at or u.current.start) + timedelta(hours=u.current.run_hours)
+            for u in store.launches.of_job(job.id) if u.current.state not in ("ended", "refused")]
+    return max(ends, default=None)
 
 
 def _pending_review(store: Store) -> list[str]:

@@ -329,3 +329,17 @@ def test_a_reclaim_of_many_spot_instances_reads_the_live_units_once_per_pass(sto
     assert len(busy_reads) == 1  # one read of the live units for all the re-placements
     run_until_quiet(ex, clock)
     assert {store.get_job(a.job_id).state for a in plan.document.assignments} == {JobState.SUCCEEDED}
+
+
+def test_a_job_after_one_placed_by_an_earlier_plan_is_placed_to_start_once_that_one_ends(store, clock, tmp_path):
+    from scheduler.models import parse_utc
+
+    first = approved_plan(store, [spec("train", duration_hours=4)])
+    (train,) = store.launches.of_job(first.document.assignments[0].job_id)  # approved: its launch unit is due
+    train_end = train.current.start + timedelta(hours=train.current.run_hours)
+    services.submit_job(store, VISION, spec("serve", after=["train"], duration_hours=2))
+    second = services.create_plan(store, OPS, services.PlanRun(now=NOW + timedelta(hours=1), time_limit_s=2))
+    (serve,) = second.document.assignments
+    assert serve.job_name == "serve"
+    assert parse_utc(serve.segments[0].start) >= train_end  # not at once, beside its still-running input
+    assert parse_utc(serve.segments[0].start) < train_end + timedelta(hours=1)
