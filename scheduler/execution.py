@@ -31,7 +31,7 @@ from scheduler.launches import Attempt, LaunchStore, LaunchUnit, adapter_for, pa
 from scheduler.lifecycle import TERMINAL_JOB_STATES, JobState, PlanState
 from scheduler.lifecycle import path as lifecycle_path
 from scheduler.providers import Handle, LaunchRequest, Phase, Provider, ProviderError, Status
-from scheduler.records import JobRecord
+from scheduler.records import JobRecord, never_runs_after
 from scheduler.store import Store
 
 log = logging.getLogger("cloudsched.execution")
@@ -209,8 +209,9 @@ class Executor:
             before = self.store.job_named(job.team, name)
             if before is None or before.state is JobState.SUCCEEDED:
                 continue
-            if before.state in TERMINAL_JOB_STATES:
-                return False, f"it runs after {name!r} ({before.id}), which ended {before.state.value}"
+            never = never_runs_after(name, before)
+            if never:
+                return False, never
             done = False
         return done, None
 

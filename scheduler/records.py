@@ -45,6 +45,13 @@ class JobRecord(StrictModel):
         return self.spec.name
 
 
+
+def never_runs_after(name: str, before: JobRecord | None) -> str | None:
+    """Why a job `after: [name]` can never start, `before` being the job the name means now; None if it can."""
+    if before is not None and before.state in (JobState.FAILED, JobState.CANCELLED):
+        return f"it runs after {name!r} ({before.id}), which ended {before.state.value}"
+    return None
+
 class PlanInfo(StrictModel):
     """A plan without its assignments: what a listing shows."""
 

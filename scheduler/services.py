@@ -19,7 +19,7 @@ from scheduler.launches import schedule_plan
 from scheduler.lifecycle import JobState, PlanState
 from scheduler.models import JobSpec, PlanDocument, parse_utc
 from scheduler.planning import PlanOptions, build_problem, plan_batch
-from scheduler.records import JobRecord, PlanRecord, Principal
+from scheduler.records import JobRecord, PlanRecord, Principal, never_runs_after
 from scheduler.settings import get_settings
 from scheduler.store import Store
 
@@ -145,7 +145,7 @@ def create_plan(store: Store, who: Principal, run: PlanRun = PlanRun(), catalog:
 
 
 def _create_plan(store: Store, who: Principal, run: PlanRun, catalog: Catalog) -> PlanRecord:
-    jobs = plannable(store)
+    jobs = _without_dead_ends(store, plannable(store), who)
     # Plans run on whole minutes (the optimizer's time unit): round any caller's `now` up.
     now = run.now or datetime.now(timezone.utc) + timedelta(hours=run.review_lead_hours)
     if now.second or now.microsecond:
@@ -166,6 +166,25 @@ def _create_plan(store: Store, who: Principal, run: PlanRun, catalog: Catalog) -
                                  decision={"superseded_by": doc.plan_id}, actor=who.name)
     _mark_jobs(store, doc, jobs, who)
     return store.get_plan(doc.plan_id)
+
+
+def _without_dead_ends(store: Store, jobs: list[JobRecord], who: Principal) -> list[JobRecord]:
+    """`jobs` less those that come `after` a job that failed or was cancelled: those are cancelled now
+    (`DependencyFailed`, as at launch) rather than placed, along with whatever comes after them."""
+    while True:
+        batch = {(job.team, job.name) for job in jobs}
+        dead = {}
+        for job in jobs:
+            for name in job.spec.after:
+                never = None if (job.team, name) in batch else never_runs_after(name, store.job_named(job.team, name))
+                if never:
+                    dead[job.id] = never
+                    break
+        if not dead:
+            return jobs
+        for job_id, why in dead.items():
+            store.transition_job(job_id, JobState.CANCELLED, reason="DependencyFailed", message=why, actor=who.name)
+        jobs = [job for job in jobs if job.id not in dead]
 
 
 def after_earlier_plans(store: Store, jobs: list[JobRecord]) -> list[JobSpec]:

@@ -343,3 +343,17 @@ def test_a_job_after_one_placed_by_an_earlier_plan_is_placed_to_start_once_that_
     assert serve.job_name == "serve"
     assert parse_utc(serve.segments[0].start) >= train_end  # not at once, beside its still-running input
     assert parse_utc(serve.segments[0].start) < train_end + timedelta(hours=1)
+
+
+def test_a_plan_cancels_the_jobs_after_one_that_failed_instead_of_placing_them(store):
+    train, _ = services.submit_job(store, VISION, spec("train"))
+    services.cancel_job(store, VISION, train.id)  # ended without success, and not resubmitted
+    serve, _ = services.submit_job(store, VISION, spec("serve", after=["train"]))
+    report, _ = services.submit_job(store, VISION, spec("report", after=["serve"]))  # waits on serve, in the batch
+    other, _ = services.submit_job(store, VISION, spec("other"))
+    plan = services.create_plan(store, OPS, services.PlanRun(now=NOW + timedelta(hours=1), time_limit_s=2))
+    assert [a.job_id for a in plan.document.assignments] == [other.id]
+    for job in (serve, report):
+        job = store.get_job(job.id)
+        assert job.state is JobState.CANCELLED and job.reason == "DependencyFailed"
+    assert train.id in store.get_job(serve.id).message and "'serve'" in store.get_job(report.id).message
