@@ -191,8 +191,8 @@ def after_earlier_plans(store: Store, jobs: list[JobRecord]) -> list[JobSpec]:
     """The jobs' specs as the optimizer must see them: a job `after` one that an earlier plan placed
     and that has not ended starts no sooner than that one's expected end (`not_before` moved).
 
-    Predecessors in the same batch are the optimizer's own constraint; one that ended is the launch's
-    business (succeeded: go; failed or cancelled: the waiting job is cancelled, `Executor._predecessors`).
+    Predecessors in the same batch are the optimizer's own constraint. One that succeeded holds nothing
+    back; one that failed or was cancelled had its followers cancelled already (`_without_dead_ends`).
     """
     batch = {(job.team, job.name) for job in jobs}
     specs = []
