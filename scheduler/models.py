@@ -34,7 +34,10 @@ def _utc(value: datetime) -> datetime:
     """Naive datetimes are read as UTC; everything is stored timezone-aware in UTC."""
     if value.tzinfo is None:
         return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError:  # 0001-01-01T00:00+00:01 is before year 1 in UTC: a 422 naming the field, not a 500
+        raise ValueError("lies outside the years 1-9999 once in UTC") from None
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
