@@ -7,8 +7,10 @@ admins decide on plans.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -145,13 +147,14 @@ def create_plan(store: Store, who: Principal, run: PlanRun = PlanRun(), catalog:
 
 
 def _create_plan(store: Store, who: Principal, run: PlanRun, catalog: Catalog) -> PlanRecord:
-    jobs = _without_dead_ends(store, plannable(store), who)
+    named = functools.cache(store.job_named)  # (team, name) -> the job it means: read once per plan run
+    jobs = _without_dead_ends(store, plannable(store), who, named)
     # Plans run on whole minutes (the optimizer's time unit): round any caller's `now` up.
     now = run.now or datetime.now(timezone.utc) + timedelta(hours=run.review_lead_hours)
     if now.second or now.microsecond:
         now = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
     inputs = current_inputs(store, catalog, run.budgets, jobs)  # the same read: the jobs planned are the inputs
-    problem = build_problem(after_earlier_plans(store, jobs), now=now, catalog=catalog, budgets=run.budgets,
+    problem = build_problem(_after_earlier_plans(store, jobs, named), now=now, catalog=catalog, budgets=run.budgets,
                             job_ids=[j.id for j in jobs])
     options = PlanOptions(time_limit=run.time_limit_s, num_workers=run.num_workers, created_by=run.created_by,
                           previous=_previous(store), inputs=inputs)
@@ -168,7 +171,8 @@ def _create_plan(store: Store, who: Principal, run: PlanRun, catalog: Catalog) -
     return store.get_plan(doc.plan_id)
 
 
-def _without_dead_ends(store: Store, jobs: list[JobRecord], who: Principal) -> list[JobRecord]:
+def _without_dead_ends(store: Store, jobs: list[JobRecord], who: Principal,
+                       named: Callable[[str, str], JobRecord | None]) -> list[JobRecord]:
     """`jobs` less those that come `after` a job that failed or was cancelled: those are cancelled now
     (`DependencyFailed`, as at launch) rather than placed, along with whatever comes after them."""
     while True:
@@ -176,7 +180,7 @@ def _without_dead_ends(store: Store, jobs: list[JobRecord], who: Principal) -> l
         dead = {}
         for job in jobs:
             for name in job.spec.after:
-                never = None if (job.team, name) in batch else never_runs_after(name, store.job_named(job.team, name))
+                never = None if (job.team, name) in batch else never_runs_after(name, named(job.team, name))
                 if never:
                     dead[job.id] = never
                     break
@@ -187,7 +191,8 @@ def _without_dead_ends(store: Store, jobs: list[JobRecord], who: Principal) -> l
         jobs = [job for job in jobs if job.id not in dead]
 
 
-def after_earlier_plans(store: Store, jobs: list[JobRecord]) -> list[JobSpec]:
+def _after_earlier_plans(store: Store, jobs: list[JobRecord],
+                        named: Callable[[str, str], JobRecord | None]) -> list[JobSpec]:
     """The jobs' specs as the optimizer must see them: a job `after` one that an earlier plan placed
     and that has not ended starts no sooner than that one's expected end (`not_before` moved).
 
@@ -199,7 +204,7 @@ def after_earlier_plans(store: Store, jobs: list[JobRecord]) -> list[JobSpec]:
     for job in jobs:
         spec = job.spec
         ends = [end for name in spec.after if (job.team, name) not in batch
-                for end in [_expected_end(store, store.job_named(job.team, name))] if end is not None]
+                for end in [_expected_end(store, named(job.team, name))] if end is not None]
         if ends and (spec.not_before is None or max(ends) > spec.not_before):
             spec = spec.model_copy(update={"not_before": max(ends)})
         specs.append(spec)
