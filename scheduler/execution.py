@@ -199,14 +199,13 @@ class Executor:
     def _predecessors(self, job: JobRecord) -> tuple[bool, str | None]:
         """Whether every job `job` comes `after` has succeeded, and if one never will, why.
 
-        A name means the team's live job holding it, else its newest ended one (`Store.job_named`): a
+        A name means the team's live job holding it, else its newest ended one (`Store.jobs_named`): a
         resubmitted predecessor is waited for, not an old run of the same name. One that ended without
         success (failed, cancelled) means `job` can never start. A name the store does not know does
         not hold `job` back.
         """
         done = True
-        for name in job.spec.after:
-            before = self.store.job_named(job.team, name)
+        for name, before in self.store.jobs_named(job.team, job.spec.after).items():
             if before is None or before.state is JobState.SUCCEEDED:
                 continue
             never = never_runs_after(name, before)

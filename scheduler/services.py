@@ -7,10 +7,8 @@ admins decide on plans.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -147,14 +145,15 @@ def create_plan(store: Store, who: Principal, run: PlanRun = PlanRun(), catalog:
 
 
 def _create_plan(store: Store, who: Principal, run: PlanRun, catalog: Catalog) -> PlanRecord:
-    named = functools.cache(store.job_named)  # (team, name) -> the job it means: read once per plan run
-    jobs = _without_dead_ends(store, plannable(store), who, named)
+    jobs = plannable(store)
+    outside = _predecessors_outside(store, jobs)  # what the `after` names beyond this batch mean: read once
+    jobs = _without_dead_ends(store, jobs, who, outside)
     # Plans run on whole minutes (the optimizer's time unit): round any caller's `now` up.
     now = run.now or datetime.now(timezone.utc) + timedelta(hours=run.review_lead_hours)
     if now.second or now.microsecond:
         now = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
     inputs = current_inputs(store, catalog, run.budgets, jobs)  # the same read: the jobs planned are the inputs
-    problem = build_problem(_after_earlier_plans(store, jobs, named), now=now, catalog=catalog, budgets=run.budgets,
+    problem = build_problem(_after_earlier_plans(store, jobs, outside), now=now, catalog=catalog, budgets=run.budgets,
                             job_ids=[j.id for j in jobs])
     options = PlanOptions(time_limit=run.time_limit_s, num_workers=run.num_workers, created_by=run.created_by,
                           previous=_previous(store), inputs=inputs)
@@ -171,28 +170,43 @@ def _create_plan(store: Store, who: Principal, run: PlanRun, catalog: Catalog) -
     return store.get_plan(doc.plan_id)
 
 
+def _predecessors_outside(store: Store, jobs: list[JobRecord]) -> dict[tuple[str, str], JobRecord | None]:
+    """The job each `after` name of `jobs` that is none of them means now, by (team, name): one lookup per team."""
+    batch = {(job.team, job.name) for job in jobs}
+    wanted: dict[str, set[str]] = {}
+    for job in jobs:
+        wanted.setdefault(job.team, set()).update(name for name in job.spec.after if (job.team, name) not in batch)
+    return {(team, name): job for team, names in wanted.items() if names
+            for name, job in store.jobs_named(team, names).items()}
+
+
 def _without_dead_ends(store: Store, jobs: list[JobRecord], who: Principal,
-                       named: Callable[[str, str], JobRecord | None]) -> list[JobRecord]:
+                       outside: dict[tuple[str, str], JobRecord | None]) -> list[JobRecord]:
     """`jobs` less those that come `after` a job that failed or was cancelled: those are cancelled now
     (`DependencyFailed`, as at launch) rather than placed, along with whatever comes after them."""
-    while True:
-        batch = {(job.team, job.name) for job in jobs}
-        dead = {}
-        for job in jobs:
+    batch = {(job.team, job.name): job for job in jobs}
+    dead: dict[str, str] = {}  # job id -> why
+    spreading = True
+    while spreading:  # in memory: a job after a dead one is dead too
+        spreading = False
+        for job in (job for job in jobs if job.id not in dead):
             for name in job.spec.after:
-                never = None if (job.team, name) in batch else never_runs_after(name, named(job.team, name))
-                if never:
-                    dead[job.id] = never
+                before = batch.get((job.team, name))
+                if before is None:
+                    why = never_runs_after(name, outside.get((job.team, name)))
+                else:  # as it will be once cancelled below
+                    why = never_runs_after(name, before.model_copy(update={"state": JobState.CANCELLED})) \
+                        if before.id in dead else None
+                if why:
+                    dead[job.id], spreading = why, True
                     break
-        if not dead:
-            return jobs
-        for job_id, why in dead.items():
-            store.transition_job(job_id, JobState.CANCELLED, reason="DependencyFailed", message=why, actor=who.name)
-        jobs = [job for job in jobs if job.id not in dead]
+    for job_id, why in dead.items():
+        store.transition_job(job_id, JobState.CANCELLED, reason="DependencyFailed", message=why, actor=who.name)
+    return [job for job in jobs if job.id not in dead]
 
 
 def _after_earlier_plans(store: Store, jobs: list[JobRecord],
-                        named: Callable[[str, str], JobRecord | None]) -> list[JobSpec]:
+                         outside: dict[tuple[str, str], JobRecord | None]) -> list[JobSpec]:
     """The jobs' specs as the optimizer must see them: a job `after` one that an earlier plan placed
     and that has not ended starts no sooner than that one's expected end (`not_before` moved).
 
@@ -204,7 +218,7 @@ def _after_earlier_plans(store: Store, jobs: list[JobRecord],
     for job in jobs:
         spec = job.spec
         ends = [end for name in spec.after if (job.team, name) not in batch
-                for end in [_expected_end(store, named(job.team, name))] if end is not None]
+                for end in [_expected_end(store, outside.get((job.team, name)))] if end is not None]
         if ends and (spec.not_before is None or max(ends) > spec.not_before):
             spec = spec.model_copy(update={"not_before": max(ends)})
         specs.append(spec)

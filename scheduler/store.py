@@ -152,16 +152,22 @@ class Store:
         jobs = [job for job in self._load_jobs(ids) if wanted is None or job.state == wanted]
         return jobs, next_cursor
 
-    def job_named(self, team: str, name: str) -> JobRecord | None:
-        """The job `name` means in `team` now: the live job holding the name, else the newest ended job of
-        that name among the team's latest 1,000 (an ended job releases its name), else None."""
-        holder = self._r.get(self.keys.job_name(team, name))
-        if holder:
-            try:
-                return self.get_job(holder)
-            except NotFound:  # released in between
-                pass
-        return next((job for job in self.list_jobs(team=team, limit=MAX_PAGE)[0] if job.name == name), None)
+    def jobs_named(self, team: str, names: Iterable[str]) -> dict[str, JobRecord | None]:
+        """The job each name means in `team` now: the live job holding the name, else the newest ended job
+        of that name among the team's latest 1,000 (an ended job releases its name), else None.
+
+        One round trip for the holders, one read of the team's latest jobs for the names none holds.
+        """
+        names = list(dict.fromkeys(names))
+        holders = self._r.mget([self.keys.job_name(team, name) for name in names]) if names else []
+        live = self.get_jobs(h for h in holders if h)  # a holder released in between is simply missing
+        found = {name: live.get(holder) if holder else None for name, holder in zip(names, holders)}
+        unheld = {name for name, job in found.items() if job is None}
+        if unheld:
+            for job in reversed(self.list_jobs(team=team, limit=MAX_PAGE)[0]):  # oldest first: the newest wins
+                if job.name in unheld:
+                    found[job.name] = job
+        return found
 
     def pending_jobs(self) -> list[JobRecord]:
         """Every pending job, oldest first: the input of a plan run."""

@@ -232,7 +232,7 @@ def test_after_means_the_live_job_of_that_name_not_an_older_one(store, clock, tm
     train, serve = (ex.launches.of_job(jobs[n].id)[0] for n in ("train", "serve"))
     assert train.current.ended_at <= serve.current.launched_at
     assert jobs["serve"].state is JobState.SUCCEEDED
-    assert store.job_named("vision", "train").id == jobs["train"].id  # the newest ended one, once all ended
+    assert store.jobs_named("vision", ["train"])["train"].id == jobs["train"].id  # the newest ended one, once all ended
 
 
 def test_fake_provider_throttles_above_its_rate(tmp_path, clock):
