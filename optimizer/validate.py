@@ -12,14 +12,10 @@ from datetime import datetime
 
 from optimizer.placement import placement_classes
 from optimizer.problem import Problem
-from scheduler.models import Compliance, JobSpec, Market, Offer, PlanDocument
+from scheduler.models import Compliance, JobSpec, Market, Offer, PlanDocument, parse_utc
 
 MONEY_TOLERANCE = 0.011  # plan figures are rounded to cents
 HOURS_TOLERANCE = 1e-4
-
-
-def _ts(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def _offer_violations(job: JobSpec, offer: Offer) -> list[str]:
@@ -58,7 +54,7 @@ def _segment_violations(problem: Problem, job: JobSpec, seg, offer: Offer) -> li
             out.append(f"{key} {getattr(seg, key)} != {value:.2f}")
     if abs(seg.price_per_node_hour - offer.price_per_node_hour) > 1e-9:
         out.append("price_per_node_hour differs from the offer")
-    start, end = _ts(seg.start), _ts(seg.end)
+    start, end = parse_utc(seg.start), parse_utc(seg.end)
     if (end - start).total_seconds() + 1 < est.hours * 3600:
         out.append(f"occupies {(end - start).total_seconds() / 3600:.3f} h, needs {est.hours:.3f} h")
     if job.not_before and start < job.not_before:
@@ -96,7 +92,7 @@ def _capacity_violations(plan: PlanDocument, offers: dict[str, Offer]) -> list[s
     events: dict[str, list[tuple[datetime, int]]] = defaultdict(list)
     for a in plan.assignments:
         for seg in a.segments:
-            events[seg.offer_id] += [(_ts(seg.start), seg.gpus), (_ts(seg.end), -seg.gpus)]
+            events[seg.offer_id] += [(parse_utc(seg.start), seg.gpus), (parse_utc(seg.end), -seg.gpus)]
     out = []
     for offer_id, evs in events.items():
         if offer_id not in offers:
@@ -123,7 +119,7 @@ def _dependency_violations(problem: Problem, plan: PlanDocument) -> list[str]:
             pred = assigned.get(pred_id)
             if pred is None:
                 out.append(f"{job.name}: placed but its predecessor {name} is not")
-            elif max(_ts(s.end) for s in pred.segments) > min(_ts(s.start) for s in a.segments):
+            elif max(parse_utc(s.end) for s in pred.segments) > min(parse_utc(s.start) for s in a.segments):
                 out.append(f"{job.name}: starts before its predecessor {name} ends")
     return out
 

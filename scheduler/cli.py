@@ -16,7 +16,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from scheduler import cli_client, cli_service, render
 from scheduler.catalog import find_offers, load_catalog, load_offers_file, parse_accelerator
 from scheduler.diff import diff_plans
-from scheduler.models import PlanDocument
+from scheduler.models import PlanDocument, parse_utc
 from scheduler.planning import PlanOptions, PlanOutcome, build_problem, plan_batch
 from scheduler.workloads import TRACE_CHOICES, generate_jobs, load_jobs, write_jobs
 
@@ -57,7 +57,7 @@ def _parse_now(value: str | None) -> datetime:
     if value is None:
         return datetime.now(timezone.utc).replace(second=0, microsecond=0)
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        parsed = parse_utc(value)
     except ValueError:
         _fail(f"--now: {value!r} is not an ISO 8601 time such as 2026-11-23T00:00:00Z")
     return parsed.replace(tzinfo=parsed.tzinfo or timezone.utc).astimezone(timezone.utc)
