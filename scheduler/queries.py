@@ -138,12 +138,12 @@ def _considered(r, shards: int, chosen_ids: set[str], chosen_cost: float | None)
 # -- rate limit -----------------------------------------------------------------------------
 
 
-def count_request(store: Store, who: Principal, limit: int, *, now: float | None = None) -> int | None:
+def count_request(store: Store, who: Principal, limit: int) -> int | None:
     """Count one request of `who` in the current fixed one-minute window (INCR + EXPIRE in Redis).
 
     Returns None while under `limit`, else the seconds until the window ends (Retry-After).
     """
-    now = clock() if now is None else now  # Redis trouble is the store's StoreUnavailable (503)
+    now = clock()  # Redis trouble is the store's StoreUnavailable (503)
     return retry_after(store.count_in_window(rate_counter(who, now), RATE_COUNTER_TTL_S), limit, now)
 
 
