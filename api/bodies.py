@@ -73,13 +73,14 @@ def _query_names(dependant) -> set[str]:
 
 
 def reject_unknown_query(request: Request) -> None:
-    """A misspelt filter (`?teem=vision`) is an error, not a silently unfiltered answer."""
-    route = request.scope.get("route")
-    dependant = getattr(route, "dependant", None)
-    if dependant is None:
-        return
-    known = _query_names(dependant)
-    unknown = sorted(set(request.query_params) - known)
+    """A misspelt filter (`?teem=vision`) is an error, not a silently unfiltered answer; so is a parameter
+    given twice (each takes one value: the last would win silently)."""
+    dependant = getattr(request.scope.get("route"), "dependant", None)
+    unknown = sorted(set(request.query_params) - _query_names(dependant)) if dependant is not None else []
     if unknown:
         raise RequestValidationError([{"loc": ("query", name), "msg": "is not a parameter of this route",
                                        "type": "extra_forbidden"} for name in unknown])
+    repeated = sorted(name for name in request.query_params if len(request.query_params.getlist(name)) > 1)
+    if repeated:
+        raise RequestValidationError([{"loc": ("query", name), "msg": "is given more than once, takes one value",
+                                       "type": "value_error"} for name in repeated])
