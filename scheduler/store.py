@@ -391,14 +391,12 @@ class Store:
         return plain, principal
 
     def principal_for_key(self, plain: str) -> Principal | None:
-        raw = self._r.get(self.keys.apikey(sha256(plain))) if plain else None
-        return ApiKeyInfo.model_validate_json(raw).principal if raw else None
+        return read_principal(self._r.get(self.keys.apikey(sha256(plain))) if plain else None)
 
     def principal_for_key_id(self, key_id: str) -> Principal | None:
         """The principal of a live key, by the key's id (None once it is revoked)."""
         digest = self._r.hget(self.keys.apikeys, key_id)
-        raw = self._r.get(self.keys.apikey(digest)) if digest else None
-        return ApiKeyInfo.model_validate_json(raw).principal if raw else None
+        return read_principal(self._r.get(self.keys.apikey(digest)) if digest else None)
 
     def list_api_keys(self) -> list[ApiKeyInfo]:
         digests = self._r.hvals(self.keys.apikeys)
@@ -469,6 +467,11 @@ def read_job(raw: str | None, job_id: str) -> JobRecord:
     if raw is None:
         raise NotFound("job", job_id)
     return JobRecord.model_validate_json(raw)
+
+
+def read_principal(raw: str | None) -> Principal | None:
+    """The principal of an API key from its stored `ApiKeyInfo` JSON (None if there is none)."""
+    return ApiKeyInfo.model_validate_json(raw).principal if raw else None
 
 
 def read_events(entries: Iterable[tuple[str, dict[str, str]]]) -> list[Event]:
