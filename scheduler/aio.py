@@ -35,8 +35,8 @@ from scheduler import queries, services
 from scheduler import store_keys as scripts
 from scheduler.errors import StoreUnavailable
 from scheduler.models import JobSpec
-from scheduler.records import ApiKeyInfo, Event, JobRecord, Principal
-from scheduler.store import Store, created_job_id, read_events, read_job
+from scheduler.records import Event, JobRecord, Principal
+from scheduler.store import Store, created_job_id, read_events, read_job, read_principal
 from scheduler.store_keys import sha256
 
 T = TypeVar("T")
@@ -72,8 +72,7 @@ class AsyncStore:
 
     @_unavailable_to_error
     async def principal_for_key(self, plain: str) -> Principal | None:
-        raw = await self._r.get(self.store.keys.apikey(sha256(plain))) if plain else None
-        return ApiKeyInfo.model_validate_json(raw).principal if raw else None
+        return read_principal(await self._r.get(self.store.keys.apikey(sha256(plain))) if plain else None)
 
     @_unavailable_to_error
     async def count_request(self, who: Principal, limit: int) -> int | None:
@@ -106,7 +105,7 @@ class AsyncStore:
         keys = self.store.keys
         count, raw, entries = await self._show_job(
             keys=[self._counter(who, now), keys.job(job_id), keys.job_events(job_id)],
-            args=[queries.RATE_COUNTER_TTL_S, events])
+            args=[queries.RATE_COUNTER_TTL_S, events, limit])
         retry = queries.retry_after(count, limit, now)
         if retry is not None:
             return retry, None, []

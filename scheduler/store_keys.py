@@ -112,10 +112,12 @@ if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return count
 """
 SHOW_JOB = """
--- KEYS counter job job_events; ARGV ttl_s max_events. Count a request (as COUNT_IN_WINDOW), then
--- read the job's JSON and its first events: {count, json or false, entries}.
+-- KEYS counter job job_events; ARGV ttl_s max_events limit. Count a request (as COUNT_IN_WINDOW), then,
+-- unless the count is over the limit (a 429: nothing read), read the job's JSON and its first events:
+-- {count, json or false, entries}.
 local count = redis.call('INCR', KEYS[1])
 if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+if count > tonumber(ARGV[3]) then return {count, false, {}} end
 local json = redis.call('HGET', KEYS[2], 'json')
 if not json then return {count, false, {}} end
 return {count, json, redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', ARGV[2])}
