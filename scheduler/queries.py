@@ -15,7 +15,7 @@ from scheduler import services
 from scheduler.catalog import Catalog, load_catalog
 from scheduler.diff import JobDiff, diff_plans, summary_line
 from scheduler.errors import NotFound
-from scheduler.models import Unplaced, parse_utc
+from scheduler.models import PlanDocument, Unplaced, parse_utc
 from scheduler.planning import build_problem
 from scheduler.reasons import consider
 from scheduler.records import Event, JobRecord, PlanInfo, PlanRecord, Principal
@@ -45,6 +45,7 @@ class PlanDiff:
     plan_id: str
     against: str | None
     diffs: list[JobDiff]
+    old: PlanDocument | None = None  # the plan it is compared with, as the caller may see it
 
     @property
     def summary(self) -> str:
@@ -60,14 +61,14 @@ def default_base(store: Store, record: PlanRecord) -> str | None:
 
 
 def plan_diff(store: Store, who: Principal, plan_id: str, against: str | None = None, *,
-              record: PlanRecord | None = None) -> PlanDiff:
+              record: PlanRecord | None = None, view: PlanDocument | None = None) -> PlanDiff:
     """Terraform-style diff of `plan_id` against `against` (default: `default_base`), as `who` may see them.
-    `record`: the plan's record if the caller has already read it."""
+    `record` and `view` (`services.plan_view` of it for `who`): what the caller has already read."""
     record = record or store.get_plan(plan_id)
-    new = services.plan_view(store, who, record)
+    new = view or services.plan_view(store, who, record)
     base_id = against if against is not None else default_base(store, record)
     old = services.get_plan(store, who, base_id) if base_id else None
-    return PlanDiff(plan_id, base_id, diff_plans(new, old))
+    return PlanDiff(plan_id, base_id, diff_plans(new, old), old)
 
 
 # -- explanation ----------------------------------------------------------------------------

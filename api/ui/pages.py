@@ -55,8 +55,7 @@ def plan_context(store: Store, viewer: Viewer, plan_id: str, sort: str, descendi
     doc = services.plan_view(store, who, record)  # a submitter's view of the plan
     catalog = load_catalog()
     arch = architectures(catalog)
-    diff = queries.plan_diff(store, who, plan_id, record=record)
-    previous = store.get_plan_info(diff.against) if diff.against else None  # its totals: no document to read
+    diff = queries.plan_diff(store, who, plan_id, record=record, view=doc)
     symbols = {d.job_id: d.symbol for d in diff.diffs}
     # A plan under review placed plannable jobs: one read of them serves the staleness check and the table.
     plannable = services.plannable(store) if record.state is PlanState.PENDING_REVIEW else None
@@ -66,7 +65,7 @@ def plan_context(store: Store, viewer: Viewer, plan_id: str, sort: str, descendi
     table = views.sort_rows(views.rows(doc, symbols, specs, _offer_lookup(catalog)), sort, descending)
     return {
         "viewer": viewer, "doc": doc, "record": record, "freshness": freshness(store, record, catalog, plannable),
-        "expires_at": services.first_start(record.document), "figures": views.figures(doc, previous, arch),
+        "expires_at": services.first_start(record.document), "figures": views.figures(doc, diff.old, arch),
         "rows": table, "sort": sort if sort in views.SORT_KEYS else views.DEFAULT_SORT, "descending": descending,
         "gantt": gantt.layout(doc.assignments, arch, views.LOW_SLACK_HOURS), "diff": diff,
         "can_decide": viewer.can_decide and record.state is PlanState.PENDING_REVIEW,
