@@ -1,6 +1,6 @@
 """API benchmark: submissions, durability under `kill -9` of the embedded Redis, status reads.
 
-Starts a real `cloudsched serve --workers N --no-worker` (embedded Redis, AOF `everysec`) on a free
+Starts a real `cloudsched serve --workers N --no-worker` (embedded Redis, AOF, `appendfsync no`) on a free
 loopback port in a fresh temporary CLOUDSCHED_DATA_DIR, creates a submitter key with
 `cloudsched keys create` on the same directory, and drives it with an open-model load:
 request i is due at t0 + i/rate whatever the answers, over a fixed number of keep-alive
@@ -584,8 +584,10 @@ def main(argv: list[str] | None = None) -> int:
     kill_at = args.kill_at if args.kill_at is not None else args.duration / 2
 
     server = Server(args.log_level, args.workers)
+    from scheduler.redis_server import SERVER_CONFIG
+
     say(f"serve: {' '.join(server.command[1:])}\n  data dir {server.data_dir} (embedded Redis, "
-                  f"AOF everysec), CLOUDSCHED_RATE_LIMIT_PER_MINUTE=10000000")
+                  f"AOF, appendfsync {SERVER_CONFIG['appendfsync']}), CLOUDSCHED_RATE_LIMIT_PER_MINUTE=10000000")
     figures: dict = {}
     try:
         server.start()

