@@ -44,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -79,17 +80,9 @@ async def _drive(job: dict) -> list[tuple]:
     Returns one row per request: (index, status, latency_s, done_at_s, job_id, attempts), times
     from the run's t0; status 0 = never sent (the phase ended first), -1 = no HTTP answer.
     """
-    rate, total, first, step = job["rate"], job["total"], job["first"], job["step"]
-    kind, prefix, ids = job["kind"], job.get("prefix", ""), job.get("ids") or []
-    retries, retry_pause = job.get("retries", 0), job.get("retry_pause_s", 0.2)
     auth = {"Authorization": f"Bearer {job['key']}"} if job.get("key") else {}
     now = datetime.now(timezone.utc)
-    # t0 is a wall-clock instant shared by all processes; measure from it on the monotonic clock.
-    t0 = time.perf_counter() + (job["t0_wall"] - time.time())
-    stop_at = t0 + job["stop_after_s"]
-    pick = random.Random(first)
-    pending = iter(range(first, total, step))
-    rows: list[tuple] = []
+    kind, prefix, ids, pick = job["kind"], job.get("prefix", ""), job.get("ids") or [], random.Random(job["first"])
 
     def request_for(i: int) -> tuple[str, str, dict, bytes | None]:
         if kind == "submit":
@@ -100,111 +93,258 @@ async def _drive(job: dict) -> list[tuple]:
             return "GET", f"/v1/jobs/{pick.choice(ids)}", auth, None
         return "GET", "/healthz", {}, None
 
-    async def connection(send) -> None:
-        for i in pending:  # shared iterator: each due request goes to the next free connection
-            due = t0 + i / rate
-            if due > time.perf_counter():
-                await asyncio.sleep(due - time.perf_counter())
-            if time.perf_counter() > stop_at:
-                rows.append((i, UNSENT, time.perf_counter() - due, time.perf_counter() - t0, "", 0))
-                continue
-            method, path, headers, body = request_for(i)
-            status, job_id, attempts = TRANSPORT_ERROR, "", 0
-            while attempts <= retries:
-                attempts += 1
-                try:
-                    status, content = await send(method, path, headers, body)
-                    if kind == "submit" and status in (200, 201):
-                        job_id = json.loads(content).get("id", "")
-                except (httpx.HTTPError, OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError):
-                    status = TRANSPORT_ERROR
-                if status not in (TRANSPORT_ERROR, 503) or time.perf_counter() > stop_at:
-                    break
-                await asyncio.sleep(retry_pause)  # the same Idempotency-Key and body again
-            done = time.perf_counter()
-            rows.append((i, status, done - due, done - t0, job_id, attempts))
-
     if job["client"] == "raw":
-        connections = [RawConnection(job["base"], job["timeout_s"]) for _ in range(job["connections"])]
-        try:
-            await asyncio.gather(*(connection(c.request) for c in connections))
-        finally:
-            for c in connections:
-                c.close()
-        return rows
+        return await RawLoad(job, request_for).run()
+    return await _drive_httpx(job, request_for)
+
+
+async def _drive_httpx(job: dict, request_for) -> list[tuple]:
+    """The same open-model run through httpx.AsyncClient: a coroutine per connection."""
+    rate, total, first, step = job["rate"], job["total"], job["first"], job["step"]
+    retries, retry_pause = job.get("retries", 0), job.get("retry_pause_s", 0.2)
+    t0 = time.perf_counter() + (job["t0_wall"] - time.time())  # a wall-clock instant shared by all processes
+    stop_at = t0 + job["stop_after_s"]
+    pending = iter(range(first, total, step))
+    rows: list[tuple] = []
     limits = httpx.Limits(max_connections=job["connections"], max_keepalive_connections=job["connections"])
-    timeout = httpx.Timeout(job["timeout_s"], pool=None)
-    async with httpx.AsyncClient(base_url=job["base"], limits=limits, timeout=timeout) as client:
+    async with httpx.AsyncClient(base_url=job["base"], limits=limits,
+                                 timeout=httpx.Timeout(job["timeout_s"], pool=None)) as client:
 
-        async def send(method: str, path: str, headers: dict, body: bytes | None) -> tuple[int, bytes]:
-            response = await client.request(method, path, headers=headers, content=body)
-            return response.status_code, response.content
+        async def connection() -> None:
+            for i in pending:  # shared iterator: each due request goes to the next free connection
+                due = t0 + i / rate
+                if due > time.perf_counter():
+                    await asyncio.sleep(due - time.perf_counter())
+                if time.perf_counter() > stop_at:
+                    rows.append((i, UNSENT, time.perf_counter() - due, time.perf_counter() - t0, "", 0))
+                    continue
+                method, path, headers, body = request_for(i)
+                status, job_id, attempts = TRANSPORT_ERROR, "", 0
+                while attempts <= retries:
+                    attempts += 1
+                    try:
+                        response = await client.request(method, path, headers=headers, content=body)
+                        status = response.status_code
+                        job_id = _job_id(job["kind"], status, response.content)
+                    except (httpx.HTTPError, OSError, ValueError):
+                        status = TRANSPORT_ERROR
+                    if status not in (TRANSPORT_ERROR, 503) or time.perf_counter() > stop_at:
+                        break
+                    await asyncio.sleep(retry_pause)  # the same Idempotency-Key and body again
+                done = time.perf_counter()
+                rows.append((i, status, done - due, done - t0, job_id, attempts))
 
-        await asyncio.gather(*(connection(send) for _ in range(job["connections"])))
+        await asyncio.gather(*(connection() for _ in range(job["connections"])))
     return rows
 
 
-class RawConnection:
-    """One keep-alive HTTP/1.1 connection written by hand: a few times cheaper per request than httpx.
+def _job_id(kind: str, status: int, content: bytes) -> str:
+    return json.loads(content).get("id", "") if kind == "submit" and status in (200, 201) else ""
 
-    Enough for this server (uvicorn answers with Content-Length); a chunked answer is an error.
-    A request that fails on a reused connection before any answer arrived is sent once more on a
-    new one (the server may have closed an idle connection), as HTTP clients do.
+
+class RawLoad:
+    """The open-model run on hand-written HTTP/1.1 keep-alive connections, driven by callbacks alone.
+
+    No task, coroutine or future per request: a timer sends each request when it is due on the
+    next idle connection (the oldest due first when all were busy), and the answer's callback
+    records it and sends the next one. This keeps the generator's CPU per request low (it shares
+    the server's 2 cores), so the figures are the server's. Enough HTTP for this server: uvicorn
+    answers with Content-Length; a chunked answer counts as no answer.
+
+    A 503 or no answer is sent again (same bytes, so the same Idempotency-Key and body) after
+    `retry_pause_s`, up to `retries` times, until the phase ends; a request that failed on a
+    reused connection before any byte of its answer came back (the server may close an idle
+    connection) is sent once more on a new connection without counting as an attempt.
     """
 
-    def __init__(self, base: str, timeout_s: float):
-        authority = base.split("://", 1)[1]
-        self.host, port = authority.rsplit(":", 1)
-        self.port, self.timeout_s, self.authority = int(port), timeout_s, authority
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
+    def __init__(self, job: dict, request_for):
+        self.job, self.request_for = job, request_for
+        self.loop = asyncio.get_running_loop()
+        self.rate, self.retries, self.retry_pause = job["rate"], job.get("retries", 0), job.get("retry_pause_s", 0.2)
+        self.authority = job["base"].split("://", 1)[1]
+        self.t0 = time.perf_counter() + (job["t0_wall"] - time.time())  # a wall-clock instant shared by all processes
+        self.stop_at = self.t0 + job["stop_after_s"]
+        self.to_loop = self.loop.time() - time.perf_counter()  # perf_counter instant -> the loop's clock
+        self.planned = iter(range(job["first"], job["total"], job["step"]))
+        self.next = next(self.planned, None)
+        self.remaining = len(range(job["first"], job["total"], job["step"]))
+        self.resend: deque[tuple[int, int, bytes, int]] = deque()  # (index, attempts so far, bytes, last status)
+        self.idle: deque[RawConnection] = deque()
+        self.open: set[RawConnection] = set()
+        self.rows: list[tuple] = []
+        self.timer: asyncio.TimerHandle | None = None
+        self.finished = self.loop.create_future()
+        self.stopped = False
 
-    async def request(self, method: str, path: str, headers: dict, body: bytes | None) -> tuple[int, bytes]:
-        body = body or b""
-        head = f"{method} {path} HTTP/1.1\r\nHost: {self.authority}\r\n" + \
-            "".join(f"{name}: {value}\r\n" for name, value in headers.items()) + \
-            f"Content-Length: {len(body)}\r\n\r\n"
-        for attempt in (1, 2):
-            reused = self.writer is not None
-            if not reused:
-                self.reader, self.writer = await asyncio.wait_for(
-                    asyncio.open_connection(self.host, self.port), self.timeout_s)
+    async def run(self) -> list[tuple]:
+        if self.remaining == 0:
+            return self.rows
+        for _ in range(self.job["connections"]):
+            self.idle.append(await self._connect())
+        self.loop.call_at(self.stop_at + self.to_loop, self._stop)
+        self.loop.call_later(0.5, self._sweep)
+        self._pump()
+        try:
+            await self.finished
+        finally:
+            for connection in list(self.open):
+                connection.transport.close()
+        return self.rows
+
+    async def _connect(self) -> RawConnection:
+        host, port = self.authority.rsplit(":", 1)
+        _, connection = await asyncio.wait_for(
+            self.loop.create_connection(lambda: RawConnection(self), host, int(port)), self.job["timeout_s"])
+        self.open.add(connection)
+        return connection
+
+    def _due(self, i: int) -> float:
+        return self.t0 + i / self.rate
+
+    def _pump(self) -> None:
+        """Send what is due on the idle connections; wake up at the next due time if nothing more is."""
+        now = time.perf_counter()
+        while self.idle and not self.stopped:
+            if self.resend:
+                i, attempts, payload, _ = self.resend.popleft()
+            elif self.next is not None and self._due(self.next) <= now:
+                i, attempts, payload = self.next, 0, None
+                self.next = next(self.planned, None)
+            else:
+                break
+            if payload is None:
+                method, path, headers, body = self.request_for(i)
+                body = body or b""
+                payload = (f"{method} {path} HTTP/1.1\r\nHost: {self.authority}\r\n" +
+                           "".join(f"{name}: {value}\r\n" for name, value in headers.items()) +
+                           f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+            self.idle.popleft().send(i, attempts + 1, payload, now)
+        if self.idle and self.timer is None and self.next is not None and not self.stopped:
+            self.timer = self.loop.call_at(self._due(self.next) + self.to_loop, self._tick)
+
+    def _tick(self) -> None:
+        self.timer = None
+        self._pump()
+
+    def answered(self, connection: RawConnection, i: int, attempts: int, payload: bytes, status: int,
+                 content: bytes) -> None:
+        now = time.perf_counter()
+        if status in (TRANSPORT_ERROR, 503) and attempts <= self.retries and now <= self.stop_at:
+            self.loop.call_later(self.retry_pause, self._again, i, attempts, payload, status)
+        else:
             try:
-                async with asyncio.timeout(self.timeout_s):  # not wait_for: no task per request
-                    return await self._exchange(head.encode() + body)
-            except (asyncio.IncompleteReadError, ConnectionError) as exc:
-                self.close()
-                nothing_read = not isinstance(exc, asyncio.IncompleteReadError) or not exc.partial
-                if attempt == 2 or not (reused and nothing_read):
-                    raise
-            except BaseException:
-                self.close()
-                raise
-        raise ConnectionError("unreachable")
+                job_id = _job_id(self.job["kind"], status, content)
+            except ValueError:
+                status, job_id = TRANSPORT_ERROR, ""
+            self._record(i, status, now, job_id, attempts)
+        if connection.transport is not None and not connection.transport.is_closing():
+            self.idle.append(connection)
+            self._pump()
 
-    async def _exchange(self, data: bytes) -> tuple[int, bytes]:
-        self.writer.write(data)
-        await self.writer.drain()
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        status, length, close = int(head[9:12]), 0, False
-        for line in head.split(b"\r\n")[1:]:
+    def _again(self, i: int, attempts: int, payload: bytes, status: int) -> None:
+        if self.stopped:  # the phase ended during the pause: the last answer stands
+            self._record(i, status, time.perf_counter(), "", attempts)
+            return
+        self.resend.append((i, attempts, payload, status))
+        self._pump()
+
+    def lost(self, connection: RawConnection, request: tuple | None, fresh_failure: bool) -> None:
+        """A connection closed (by the server, or by the sweep after a timeout): replace it."""
+        self.open.discard(connection)
+        if connection in self.idle:
+            self.idle.remove(connection)
+        if request is not None:
+            i, attempts, payload = request
+            if fresh_failure:  # a reused connection failed before any answer: once more, not an attempt
+                self.resend.appendleft((i, attempts - 1, payload, TRANSPORT_ERROR))
+            else:
+                self.answered(connection, i, attempts, payload, TRANSPORT_ERROR, b"")
+        if not self.finished.done():
+            self.loop.create_task(self._replace())
+
+    async def _replace(self) -> None:
+        try:
+            self.idle.append(await self._connect())
+        except (OSError, asyncio.TimeoutError):
+            self.loop.call_later(self.retry_pause, lambda: self.loop.create_task(self._replace()))
+            return
+        self._pump()
+
+    def _record(self, i: int, status: int, at: float, job_id: str, attempts: int) -> None:
+        self.rows.append((i, status, at - self._due(i), at - self.t0, job_id, attempts))
+        self.remaining -= 1
+        if self.remaining == 0 and not self.finished.done():
+            self.finished.set_result(None)
+
+    def _stop(self) -> None:
+        """The phase is over: what was never sent is recorded with the wait it already had."""
+        self.stopped = True
+        now = time.perf_counter()
+        while self.resend:
+            i, attempts, _, status = self.resend.popleft()
+            self._record(i, status, now, "", attempts)
+        while self.next is not None:
+            self._record(self.next, UNSENT, now, "", 0)
+            self.next = next(self.planned, None)
+
+    def _sweep(self) -> None:
+        """Abort connections whose answer is later than the per-request timeout (recorded as no answer)."""
+        limit = time.perf_counter() - self.job["timeout_s"]
+        for connection in list(self.open):
+            if connection.request is not None and connection.sent_at < limit:
+                connection.transport.abort()
+        if not self.finished.done():
+            self.loop.call_later(0.5, self._sweep)
+
+
+class RawConnection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection of `RawLoad`: at most one request in flight."""
+
+    def __init__(self, load: RawLoad):
+        self.load = load
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.request: tuple[int, int, bytes] | None = None  # (index, attempt, bytes) in flight
+        self.sent_at = 0.0
+        self.reused = False  # it has carried a whole exchange before the one in flight
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def send(self, i: int, attempt: int, payload: bytes, now: float) -> None:
+        self.request, self.sent_at = (i, attempt, payload), now
+        self.transport.write(payload)
+
+    def data_received(self, data: bytes) -> None:
+        if self.request is None:
+            return  # nothing asked: ignore
+        self.buffer += data
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        length, close, chunked = 0, False, False
+        for line in bytes(self.buffer[:end]).split(b"\r\n")[1:]:
             name, _, value = line.partition(b":")
             name = name.strip().lower()
             if name == b"content-length":
                 length = int(value)
-            elif name == b"connection" and value.strip().lower() == b"close":
-                close = True
+            elif name == b"connection":
+                close = value.strip().lower() == b"close"
             elif name == b"transfer-encoding":
-                raise ValueError("chunked answers are not supported")
-        content = await self.reader.readexactly(length)
-        if close:
-            self.close()
-        return status, content
+                chunked = True
+        if len(self.buffer) < end + 4 + length:
+            return
+        status = TRANSPORT_ERROR if chunked else int(self.buffer[9:12])
+        content = bytes(self.buffer[end + 4:end + 4 + length])
+        del self.buffer[:]
+        (i, attempt, payload), self.request, self.reused = self.request, None, True
+        if close or chunked:
+            self.transport.close()
+        self.load.answered(self, i, attempt, payload, status, content)
 
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-        self.reader = self.writer = None
+    def connection_lost(self, exc) -> None:
+        request, self.request = self.request, None
+        self.load.lost(self, request, fresh_failure=request is not None and self.reused and not self.buffer)
 
 
 def _drive_in_process(job: dict) -> list[tuple]:
@@ -561,8 +701,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--procs", type=int, default=1, help="load generator processes (connections split)")
     parser.add_argument("--workers", type=int, default=2, help="API processes: `cloudsched serve --workers`")
     parser.add_argument("--client", choices=("raw", "httpx"), default="raw",
-                        help="raw: a minimal hand-written HTTP/1.1 client (about 4x less CPU per request, so the "
-                             "figures are the server's); httpx: httpx.AsyncClient (its CPU cost shares the 2 cores)")
+                        help="raw: a minimal hand-written HTTP/1.1 client on asyncio callbacks (several times less "
+                             "CPU per request, so the figures are the server's); httpx: httpx.AsyncClient (its CPU "
+                             "cost shares the 2 cores)")
     parser.add_argument("--baseline-duration", type=float, default=5, help="seconds of GET /healthz")
     parser.add_argument("--kill-rate", type=float, default=None, help="submissions per second of the kill run "
                                                                        "(default: --rate)")
