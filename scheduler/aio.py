@@ -7,8 +7,9 @@ the arguments and read the answers, and the same access rules as `scheduler.serv
 
 - `submit_job`: the caller's team check and body hash (`services.check_submission`), then
   the `CREATE_JOB` script — answered only once Redis has the job;
-- `show_job`: the rate-limit count, the job and its events in one script (one round trip);
-  another team's job is "not found", like a missing id.
+- `show_job`: the rate-limit count, the job and its events in one script (one round trip,
+  shared with the other reads of the same event-loop pass: `_Batched`); another team's job
+  is "not found", like a missing id.
 
 Their client does not wait out a Redis restart: a refused connection or a server still
 loading its data is retried once at once (a pooled connection the restart broke), then
@@ -68,7 +69,7 @@ class AsyncStore:
         self.store, self._r = store, client
         self._create_job = client.register_script(scripts.CREATE_JOB)
         self._count_in_window = client.register_script(scripts.COUNT_IN_WINDOW)
-        self._show_job = client.register_script(scripts.SHOW_JOB)
+        self._show_job = _Batched(client, client.register_script(scripts.SHOW_JOB))
 
     @_unavailable_to_error
     async def principal_for_key(self, plain: str) -> Principal | None:
@@ -104,8 +105,8 @@ class AsyncStore:
         now = queries.clock()
         keys = self.store.keys
         count, raw, entries = await self._show_job(
-            keys=[self._counter(who, now), keys.job(job_id), keys.job_events(job_id)],
-            args=[queries.RATE_COUNTER_TTL_S, events, limit])
+            [self._counter(who, now), keys.job(job_id), keys.job_events(job_id)],
+            [queries.RATE_COUNTER_TTL_S, events, limit])
         retry = queries.retry_after(count, limit, now)
         if retry is not None:
             return retry, None, []
@@ -114,6 +115,65 @@ class AsyncStore:
 
     def _counter(self, who: Principal, now: float) -> str:
         return f"{self.store.keys.p}{queries.rate_counter(who, now)}"
+
+
+class _Batched:
+    """Calls of one Lua script made in the same event-loop pass go to Redis together, in one pipeline.
+
+    Concurrent status reads then share one write to Redis and one read of the answers, instead
+    of a pooled connection, a write and a read each: fewer system calls in the API and in Redis
+    (measured in benchmarks/API_RESULTS.md). A caller awaits its own answer, or the error of
+    the batch (a Redis that cannot be reached fails every call in it). A server that lost its
+    scripts (restarted) gets the script again and the batch is sent once more: the script's
+    writes (the rate-limit count) are in the calls that failed with NOSCRIPT, never done twice.
+    """
+
+    def __init__(self, client: redis.asyncio.Redis, script):
+        self._r, self._script = client, script
+        self._pending: list[tuple[list, list, asyncio.Future]] = []
+        self._sending: set[asyncio.Task] = set()  # a task the loop holds only weakly
+
+    def __call__(self, keys: list, args: list) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        if not self._pending:
+            loop.call_soon(self._flush)  # after the other requests of this pass have asked too
+        self._pending.append((keys, args, future))
+        return future
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        task = asyncio.ensure_future(self._send(batch))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _send(self, batch: list[tuple[list, list, asyncio.Future]]) -> None:
+        try:
+            results = await self._pipeline(batch)
+            if any(isinstance(r, redis.exceptions.NoScriptError) for r in results):
+                await self._r.script_load(self._script.script)
+                again = [call for call, r in zip(batch, results) if isinstance(r, redis.exceptions.NoScriptError)]
+                answers = iter(await self._pipeline(again))
+                results = [next(answers) if isinstance(r, redis.exceptions.NoScriptError) else r for r in results]
+        except asyncio.CancelledError:
+            for _, _, future in batch:
+                future.cancel()
+            raise
+        except Exception as exc:  # noqa: BLE001 - every caller of the batch gets it
+            results = [exc] * len(batch)
+        for (_, _, future), result in zip(batch, results):
+            if future.done():  # the caller gave up (its deadline)
+                continue
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+    async def _pipeline(self, batch: list[tuple[list, list, asyncio.Future]]) -> list:
+        async with self._r.pipeline(transaction=False) as pipe:
+            for keys, args, _ in batch:
+                pipe.evalsha(self._script.sha, len(keys), *keys, *args)
+            return await pipe.execute(raise_on_error=False)
 
 
 class AsyncStores:

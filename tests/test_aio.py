@@ -10,7 +10,7 @@ import redis
 from api_support import make_api, spec
 
 from scheduler.aio import AsyncStore, async_client
-from scheduler.errors import StoreUnavailable
+from scheduler.errors import NotFound, StoreUnavailable
 from scheduler.models import JobSpec
 from scheduler.records import Principal
 from scheduler.store import Store
@@ -69,3 +69,27 @@ def test_submitting_to_a_store_that_cannot_be_reached_is_503_and_names_no_socket
     response = api.call("a", "POST", "/v1/jobs", json=spec("train"), headers={"Idempotency-Key": "k1"})
     assert response.status_code == 503 and response.headers["retry-after"] == "1"
     assert "nonexistent" not in response.text
+
+
+def test_reads_in_one_event_loop_pass_share_one_pipeline_and_each_gets_its_own_answer():
+    store = Store(fakeredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=True))
+    mine = [store.create_job(JobSpec(**spec(f"train-{i}")), "vera")[0] for i in range(3)]
+    theirs, _ = store.create_job(JobSpec(**spec("other", team="audio")), "ann")
+    twin = AsyncStore(store, async_client(store.client))
+    pipelines = []
+    opened = twin._r.pipeline
+    twin._r.pipeline = lambda **kwargs: pipelines.append(kwargs) or opened(**kwargs)
+
+    async def read_all():
+        await twin.show_job(VERA, mine[0].id, limit=100)  # the server has no script yet: NOSCRIPT, loaded, again
+        assert len(pipelines) == 2
+        pipelines.clear()
+        return await asyncio.gather(*(twin.show_job(VERA, job_id, limit=100)
+                                      for job_id in [j.id for j in mine] + [theirs.id, "job_missing"]),
+                                    return_exceptions=True)
+
+    answers = asyncio.run(read_all())
+    assert pipelines == [{"transaction": False}]  # five reads, one round trip
+    assert [answer[1] for answer in answers[:3]] == mine
+    assert all(answer[0] is None and [e.type for e in answer[2]] == ["job.submitted"] for answer in answers[:3])
+    assert all(isinstance(answer, NotFound) for answer in answers[3:])  # another team's job reads as missing

@@ -8,6 +8,7 @@ The restart and kill -9 tests always use an embedded server in a temporary direc
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import os
 import signal
@@ -23,10 +24,12 @@ import redis
 from factories import job
 from races import race as run_race
 
-from scheduler import redis_server
+from scheduler import queries, redis_server
+from scheduler.aio import AsyncStore, async_client
 from scheduler.errors import IdempotencyConflict, NameTaken, StateConflict, StoreUnavailable, VersionConflict
 from scheduler.lifecycle import JobState, PlanState
 from scheduler.models import Horizon, PlanDocument, SolverInfo, Summary
+from scheduler.records import Principal
 from scheduler.redis_server import broker_url, connect, embedded, stop_embedded
 from scheduler.settings import Settings
 from scheduler.store import Store, open_store
@@ -135,6 +138,25 @@ def test_concurrent_submissions_of_one_name_create_one_job(new_client, prefix):
     assert len(created) == 1 and all(isinstance(o, NameTaken) for o in outcomes if isinstance(o, Exception))
     replays = race(new_client, prefix, 16, lambda s: s.create_job(job("serve"), "alice", idempotency_key="k"))
     assert len({job_.id for job_, _ in replays}) == 1 and sum(created for _, created in replays) == 1
+
+
+def test_status_reads_survive_a_server_that_lost_its_scripts_and_count_once_each(store, monkeypatch):
+    """The asyncio twin's batched reads (scheduler.aio): NOSCRIPT is mended and nothing is counted twice."""
+    monkeypatch.setattr(queries, "clock", lambda: 1_800_000_000.0)  # one rate-limit window
+    vera = Principal(name="vera", role="submitter", team="ml")
+    jobs = [store.create_job(job(f"read-{i}"), "vera")[0] for i in range(4)]
+    twin = AsyncStore(store, async_client(store.client))
+
+    async def read_twice():
+        first = await asyncio.gather(*(twin.show_job(vera, j.id, limit=100) for j in jobs))
+        store.client.script_flush()  # as after a restart from the AOF: data back, scripts gone
+        second = await asyncio.gather(*(twin.show_job(vera, j.id, limit=100) for j in jobs))
+        return first + second
+
+    answers = asyncio.run(read_twice())
+    assert [shown for _, shown, _ in answers] == jobs + jobs
+    counter = f"{store.keys.p}{queries.rate_counter(vera, queries.clock())}"
+    assert int(store.client.get(counter)) == 8  # eight reads, eight counts: no call ran twice
 
 
 # -- the embedded server ------------------------------------------------------------------
