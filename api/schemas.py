@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from scheduler.lifecycle import JobState
 from scheduler.models import JobSpec, UtcDatetime
-from scheduler.records import Event, JobRecord, PlanInfo
+from scheduler.records import Event, JobRecord, OfferRule, PlanInfo
 
 EXAMPLE_SPEC = {
     "name": "llama2-70b-pretrain", "team": "vision", "kind": "training", "gpus": 64, "gpu_types": ["H100"],
@@ -49,6 +49,7 @@ class JobPublic(Strict):
     plan_id: str | None = None
     submitted_by: str
     spec: JobSpec
+    offer_rule: OfferRule | None = None
 
     @classmethod
     def of(cls, job: JobRecord) -> JobPublic:

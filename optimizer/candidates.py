@@ -19,10 +19,12 @@ from optimizer.problem import (
     MAX_CANDIDATES,
     Instance,
     JobCandidates,
+    OfferChoice,
     Problem,
     minutes_between,
     policy_key,
     signature,
+    static_rejection,
 )
 from scheduler.cost import NETWORK_EFFICIENCY, transfer_hours
 from scheduler.models import Architecture, Compliance, JobKind, JobSpec, Market
@@ -171,6 +173,21 @@ class _Compiler:
                             t.centralized[idx], +rejected)
 
 
+def _chosen(problem: Problem, job: JobSpec, a: _OfferArrays, choice: OfferChoice) -> _OfferArrays:
+    """`a` narrowed to the offers ops' rule allows, with the rejections counted over those offers
+    only (and `OfferRule` for the rest): a job pinned to an offer is told what that offer fails."""
+    offers = problem.offers
+    keep = np.array([choice.allows(offers[i].id) for i in a.index], dtype=bool)
+    rejected = Counter()
+    for offer in offers:
+        if not choice.allows(offer.id):
+            rejected["OfferRule"] += 1
+        elif code := static_rejection(problem, job, offer):
+            rejected[code] += 1
+    return _OfferArrays(a.index[keep], a.nodes[keep], a.gpn[keep], a.price[keep], a.run_factor[keep],
+                        a.transfer_rate[keep], a.centralized[keep], +rejected)
+
+
 def _group_candidates(problem: Problem, jobs: list[JobSpec], a: _OfferArrays) -> list[JobCandidates]:
     """Candidates of jobs sharing one signature, computed as (jobs x offers) arrays."""
     now = problem.now
@@ -214,9 +231,13 @@ def compile_problem(problem: Problem) -> Instance:
         by_signature.setdefault(signature(job), []).append(j)
     cands: list[JobCandidates] = [None] * len(problem.jobs)  # type: ignore[list-item]
     for members in by_signature.values():
-        jobs = [problem.jobs[j] for j in members]
-        for j, jc in zip(members, _group_candidates(problem, jobs, compiler.arrays(jobs[0]))):
+        arrays = compiler.arrays(problem.jobs[members[0]])
+        free = [j for j in members if problem.choice(j) is None]
+        for j, jc in zip(free, _group_candidates(problem, [problem.jobs[j] for j in free], arrays)):
             cands[j] = jc
+        for j in (j for j in members if problem.choice(j) is not None):  # few: one at a time
+            job = problem.jobs[j]
+            cands[j] = _group_candidates(problem, [job], _chosen(problem, job, arrays, problem.choice(j)))[0]
     index = {(job.team, job.name): j for j, job in enumerate(problem.jobs)}
     preds = [[index[(job.team, name)] for name in job.after if (job.team, name) in index]
              for job in problem.jobs]

@@ -6,6 +6,7 @@ list per job, and for every job the reasons its other offers were rejected.
 
 Offer checks run in a fixed order; the first that fails is the offer's rejection reason:
 
+    OfferRule (ops pinned the job to another offer, or forbade this one: `OfferChoice`),
     GpuType, ManagedOnly, NotManaged, SpotNotAllowed, RegionNotAllowed, NoSpeedData
         -> the job's reason is NoOffer if no offer gets further
     ComplianceNoMatch, CapacityExhausted (pool smaller than one shard), PriceCap,
@@ -31,6 +32,7 @@ MAX_CANDIDATES = 64  # per job, cheapest first; deeper offers only matter when 6
 
 # Offer-level rejection codes, in check order, and the job-level reason each maps to.
 REJECTION_STAGES: tuple[tuple[str, UnplacedReason], ...] = (
+    ("OfferRule", UnplacedReason.NO_OFFER),
     ("GpuType", UnplacedReason.NO_OFFER),
     ("ManagedOnly", UnplacedReason.NO_OFFER),
     ("NotManaged", UnplacedReason.NO_OFFER),
@@ -46,6 +48,22 @@ STAGE_INDEX = {code: i for i, (code, _) in enumerate(REJECTION_STAGES)}
 
 
 @dataclass(frozen=True)
+class OfferChoice:
+    """Ops' rule for one job's offers, set before a re-plan: only `pin`, or any offer but `forbid`."""
+
+    pin: str | None = None
+    forbid: frozenset[str] = frozenset()
+
+    def allows(self, offer_id: str) -> bool:
+        return offer_id == self.pin if self.pin is not None else offer_id not in self.forbid
+
+    def describe(self) -> str:
+        if self.pin is not None:
+            return f"ops pinned it to offer {self.pin}"
+        return f"ops forbade offer{'s' if len(self.forbid) > 1 else ''} {', '.join(sorted(self.forbid))}"
+
+
+@dataclass(frozen=True)
 class Problem:
     """Everything the optimizer needs; no I/O behind it."""
 
@@ -57,9 +75,13 @@ class Problem:
     budgets: Mapping[str, float] = field(default_factory=dict)  # by team, USD for this plan
     risk: RiskModel = RiskModel()
     job_ids: Sequence[str] | None = None
+    choices: Mapping[str, OfferChoice] = field(default_factory=dict)  # by job id: ops' pins and forbids
 
     def job_id(self, j: int) -> str:
         return self.job_ids[j] if self.job_ids else f"{self.jobs[j].team}/{self.jobs[j].name}"
+
+    def choice(self, j: int) -> OfferChoice | None:
+        return self.choices.get(self.job_id(j)) if self.choices else None
 
     def data_egress_usd_per_gb(self, job: JobSpec) -> float:
         """Egress price of the provider the job's data leaves (0 without data)."""

@@ -164,6 +164,9 @@ def validate(problem: Problem, plan: PlanDocument) -> list[str]:
         if (a.job_name, a.team) != (job.name, job.team):
             out.append(f"{a.job_id}: name/team mismatch")
         out += [f"{job.name}: {v}" for v in _assignment_violations(problem, job, a, offers)]
+        choice = problem.choice(ids[a.job_id])
+        out += [f"{job.name}: on {s.offer_id} though {choice.describe()}" for s in a.segments
+                if choice is not None and not choice.allows(s.offer_id)]
     for u in plan.unplaced:
         if not u.message.strip():
             out.append(f"{u.job_name}: unplaced without a message")

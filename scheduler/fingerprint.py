@@ -13,6 +13,8 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from pydantic import BaseModel
+
 from scheduler.models import JobSpec, Offer
 
 
@@ -39,9 +41,11 @@ class PlanInputs:
                    dict(data.get("budgets", {})))
 
 
-def spec_version(spec: JobSpec) -> str:
-    """Content version of a job spec, for plans made offline (no store versions)."""
-    return hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:16]
+def spec_version(spec: JobSpec, offer_rule: BaseModel | None = None) -> str:
+    """Content version of what a plan reads of a job: its spec, and ops' offer rule when it has one
+    (a job without a rule keeps the version of its spec alone)."""
+    text = spec.model_dump_json() if offer_rule is None else f"{spec.model_dump_json()}\n{offer_rule.model_dump_json()}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def offers_version(offers: Sequence[Offer]) -> str:

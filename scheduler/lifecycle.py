@@ -67,6 +67,9 @@ PLAN_TRANSITIONS: dict[PlanState, frozenset[PlanState]] = {
 
 TERMINAL_JOB_STATES = frozenset(s for s, nxt in JOB_TRANSITIONS.items() if not nxt)
 LIVE_JOB_STATES = frozenset(JobState) - TERMINAL_JOB_STATES
+# Jobs a plan run takes: waiting ones, ones a previous run could not place, and ones a
+# plan still under review placed (a newer plan for the same window supersedes it).
+PLANNABLE_JOB_STATES = (JobState.PENDING, JobState.UNPLACED, JobState.PLANNED)
 
 
 class IllegalTransition(ValueError):

@@ -18,7 +18,7 @@ from optimizer.bounds import Bound, best_bound
 from optimizer.candidates import compile_problem
 from optimizer.cpsat import SearchParams
 from optimizer.placement import placement_classes
-from optimizer.problem import Instance, Problem
+from optimizer.problem import Instance, OfferChoice, Problem
 from optimizer.search import SolveResult, solve
 from optimizer.validate import validate
 from scheduler.catalog import Catalog
@@ -65,13 +65,15 @@ class PlanOutcome:
 
 def build_problem(jobs: Sequence[JobSpec], *, now: datetime, catalog: Catalog,
                   offers: Sequence[Offer] | None = None, budgets: Mapping[str, float] | None = None,
-                  job_ids: Sequence[str] | None = None, risk: RiskModel = RiskModel()) -> Problem:
+                  job_ids: Sequence[str] | None = None, risk: RiskModel = RiskModel(),
+                  choices: Mapping[str, OfferChoice] | None = None) -> Problem:
     offers = list(catalog.offers if offers is None else offers)
     egress = {name: facts.egress_usd_per_gb.value for name, facts in catalog.facts.items()}
     for offer in offers:  # an --offers file may name providers the catalog does not know
         egress.setdefault(offer.provider, offer.egress_usd_per_gb)
     return Problem(jobs=list(jobs), offers=offers, now=now, speeds=dict(catalog.speeds),
-                   egress_usd_per_gb=egress, budgets=dict(budgets or {}), risk=risk, job_ids=job_ids)
+                   egress_usd_per_gb=egress, budgets=dict(budgets or {}), risk=risk, job_ids=job_ids,
+                   choices=dict(choices or {}))
 
 
 def plan_inputs(problem: Problem, previous_plan_id: str | None, catalog_version: str | None = None,

@@ -114,7 +114,7 @@ def explain_job(store: Store, who: Principal, plan_id: str, job_id: str, *, show
     problem = build_problem([job.spec], now=parse_utc(doc.horizon.start), catalog=catalog, job_ids=[job.id])
     chosen_ids = {s.offer_id for s in chosen.segments} if chosen else set()
     chosen_cost = chosen.total_cost if chosen else None
-    rows = consider(problem, job.spec)
+    rows = consider(problem, job.spec, choice=job.offer_rule.choice() if job.offer_rule else None)
     hidden = sum(1 for r in rows if r.code == "GpuType" and not show_all)
     rows = [r for r in rows if show_all or r.code != "GpuType"]
     rows.sort(key=lambda r: (r.offer.id not in chosen_ids, r.code is not None,

@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from optimizer.greedy import place_job
-from optimizer.problem import Instance, Problem, static_rejection
+from optimizer.problem import Instance, OfferChoice, Problem, static_rejection
 from optimizer.solution import Solution, build_profiles
 from scheduler.cost import Estimate
 from scheduler.models import JobSpec, Offer, Unplaced, UnplacedReason, iso_z
 
 STATIC_WORDS = {
+    "OfferRule": "are ruled out by ops (a pin to another offer, or a forbid)",
     "GpuType": "sell another GPU type",
     "ManagedOnly": "are managed endpoints (the job is not managed)",
     "NotManaged": "are not managed endpoints",
@@ -39,8 +40,10 @@ class Considered:
     job_hourly: float | None
 
 
-def consider(problem: Problem, job: JobSpec, offers: list[Offer] | None = None) -> list[Considered]:
-    """Every offer for `job`, with the first check it fails (None for a candidate)."""
+def consider(problem: Problem, job: JobSpec, offers: list[Offer] | None = None,
+             choice: OfferChoice | None = None) -> list[Considered]:
+    """Every offer for `job`, with the first check it fails (None for a candidate); `OfferRule` first
+    for an offer ops' `choice` rules out (still priced, to show what the rule costs)."""
     window = (job.deadline - (job.not_before or problem.now)).total_seconds() / 3600
     if job.not_before is None or job.not_before < problem.now:
         window = (job.deadline - problem.now).total_seconds() / 3600
@@ -50,6 +53,8 @@ def consider(problem: Problem, job: JobSpec, offers: list[Offer] | None = None) 
         est = None
         if code not in ("GpuType", "NoSpeedData"):  # priced even when rejected: shows what a rule costs
             est = problem.estimate(job, offer)
+        if choice is not None and not choice.allows(offer.id):
+            code = "OfferRule"
         hourly = est.hourly_cost * job.shards if est else None
         if code is None and job.max_hourly_cost is not None and hourly > job.max_hourly_cost + 1e-9:
             code = "PriceCap"
@@ -65,13 +70,13 @@ def _counts_sentence(rejections) -> str:
 
 
 def _no_candidate_message(problem: Problem, inst: Instance, j: int, reason: UnplacedReason) -> str:
-    job, rejections = problem.jobs[j], inst.cands[j].rejections
+    job, rejections, choice = problem.jobs[j], inst.cands[j].rejections, problem.choice(j)
     types = ", ".join(job.gpu_types)
     if j in inst.cyclic:
         return (f"Its `after` list ({', '.join(job.after)}) leads back to itself, so it can never start: "
                 "break the cycle.")
     if reason is UnplacedReason.DEADLINE_INFEASIBLE:
-        rows = [r for r in consider(problem, job) if r.code == "DeadlineInfeasible"]
+        rows = [r for r in consider(problem, job, choice=choice) if r.code == "DeadlineInfeasible"]
         if not rows:
             return f"No matching offer can finish before the deadline. Of {len(problem.offers):,} offers: " \
                    f"{_counts_sentence(rejections)}."
@@ -83,7 +88,7 @@ def _no_candidate_message(problem: Problem, inst: Instance, j: int, reason: Unpl
                 f"the deadline: move the deadline to {iso_z(start + timedelta(hours=need))} or later, "
                 "or add faster GPU types.")
     if reason is UnplacedReason.PRICE_CAP:
-        rows = [r for r in consider(problem, job) if r.code == "PriceCap"]
+        rows = [r for r in consider(problem, job, choice=choice) if r.code == "PriceCap"]
         if not rows:
             return f"Every matching offer costs more per hour than max_hourly_cost ${job.max_hourly_cost:,.2f}."
         best = min(rows, key=lambda r: r.job_hourly)
@@ -147,8 +152,11 @@ def unplaced_entries(problem: Problem, inst: Instance, sol: Solution) -> list[Un
             continue
         if len(inst.cands[j]) == 0:
             reason = inst.no_candidate_reason(j)
-            out.append(Unplaced(job_id=problem.job_id(j), job_name=job.name, reason=reason,
-                                message=_no_candidate_message(problem, inst, j, reason)))
+            entry = Unplaced(job_id=problem.job_id(j), job_name=job.name, reason=reason,
+                             message=_no_candidate_message(problem, inst, j, reason))
         else:
-            out.append(_placed_reason(problem, inst, sol, j, profiles, spent))
+            entry = _placed_reason(problem, inst, sol, j, profiles, spent)
+        if (choice := problem.choice(j)) is not None:  # the rule first: it is what ops can undo
+            entry = entry.model_copy(update={"message": f"{choice.describe().capitalize()}. {entry.message}"})
+        out.append(entry)
     return out

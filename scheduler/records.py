@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from optimizer.problem import OfferChoice
 from scheduler.lifecycle import JobState, PlanState
 from scheduler.models import NAME_PATTERN, Horizon, JobSpec, PlanDocument, StrictModel, Summary, UtcDatetime
 
@@ -23,6 +24,36 @@ def new_id(prefix: str) -> str:
     """`job_01jd2k...`: a ULID (48-bit milliseconds, 80 random bits), so ids sort by creation time."""
     value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
     return prefix + "_" + "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
+
+
+OfferId = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class OfferRule(StrictModel):
+    """Which offers a job may run on, set by ops for the plan runs to come (like Slurm's `--nodelist` /
+    `--exclude` on a pending job): only `pin`, or any offer but those in `forbid`. Both empty: no rule."""
+
+    model_config = {"json_schema_extra": {"examples": [
+        {"forbid": ["cudo:ca-montreal-3:sapphire-rapids-h100_8x64v128gb:on-demand"]},
+        {"pin": "aws:us-east-1:p5.48xlarge:on-demand"}]}}
+
+    pin: OfferId | None = Field(default=None, description="run only on this offer (an id from GET /v1/offers)")
+    forbid: list[OfferId] = Field(default_factory=list, max_length=100, description="never run on these offers")
+
+    @field_validator("forbid")
+    @classmethod
+    def _forbid_or_pin(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        if value and info.data.get("pin") is not None:
+            raise ValueError("give either pin or forbid: a pin already rules out every other offer")
+        return sorted(set(value))
+
+    @property
+    def empty(self) -> bool:
+        return self.pin is None and not self.forbid
+
+    def choice(self) -> OfferChoice:
+        """The optimizer's form of the rule."""
+        return OfferChoice(pin=self.pin, forbid=frozenset(self.forbid))
 
 
 class JobRecord(StrictModel):
@@ -39,6 +70,7 @@ class JobRecord(StrictModel):
     message: str | None = None
     plan_id: str | None = Field(default=None, description="the plan that placed it, while it has one")
     submitted_by: str
+    offer_rule: OfferRule | None = Field(default=None, description="ops' pin or forbids for the next plan runs")
 
     @property
     def name(self) -> str:

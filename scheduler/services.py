@@ -16,19 +16,17 @@ from scheduler.catalog import Catalog, load_catalog
 from scheduler.errors import Conflict, Forbidden, InvalidArgument, NotFound, StateConflict
 from scheduler.fingerprint import PlanInputs, spec_version, what_changed
 from scheduler.launches import schedule_plan
-from scheduler.lifecycle import JobState, PlanState
+from scheduler.lifecycle import PLANNABLE_JOB_STATES, JobState, PlanState
 from scheduler.models import JobSpec, PlanDocument, parse_utc
 from scheduler.planning import PlanOptions, build_problem, plan_batch
-from scheduler.records import JobRecord, PlanRecord, Principal, never_runs_after
+from scheduler.records import JobRecord, OfferRule, PlanRecord, Principal, never_runs_after
 from scheduler.settings import get_settings
 from scheduler.store import Store
 
 log = logging.getLogger("cloudsched.services")
 
 PLAN_LOCK = "plan-run"
-# Jobs a plan run takes: waiting ones, ones a previous run could not place, and ones a
-# plan still under review placed (a newer plan for the same window supersedes it).
-PLANNABLE = (JobState.PENDING, JobState.UNPLACED, JobState.PLANNED)
+PLANNABLE = PLANNABLE_JOB_STATES
 
 
 class StalePlan(Conflict):
@@ -87,6 +85,26 @@ def cancel_job(store: Store, who: Principal, job_id: str) -> JobRecord:
                                 actor=who.name)
 
 
+def set_offer_rule(store: Store, who: Principal, job_id: str, rule: OfferRule,
+                   catalog: Catalog | None = None) -> JobRecord:
+    """Pin a job to one offer, or forbid offers, for the plan runs to come; an empty rule lifts it.
+
+    Ops and admins only (another team's job is not found for a submitter, as everywhere). Only a job
+    not yet approved takes a rule; the job's version moves, so a plan made before it is stale
+    (approving it answers 409 naming the job) and the next `POST /v1/plans` places the job by it.
+    """
+    job = get_job(store, who, job_id)
+    if who.role not in ("ops", "admin"):
+        raise Forbidden("only ops and admins pin or forbid offers")
+    known = {offer.id for offer in (catalog or load_catalog()).offers}
+    if rule.pin is not None and rule.pin not in known:
+        raise InvalidArgument("pin", f"no offer {rule.pin!r} in the catalog (GET /v1/offers lists them)")
+    for i, offer_id in enumerate(rule.forbid):
+        if offer_id not in known:
+            raise InvalidArgument(f"forbid.{i}", f"no offer {offer_id!r} in the catalog (GET /v1/offers lists them)")
+    return store.set_offer_rule(job.id, None if rule.empty else rule, actor=who.name)
+
+
 # -- plans --------------------------------------------------------------------------------
 
 
@@ -122,7 +140,7 @@ def current_inputs(store: Store, catalog: Catalog, budgets: dict[str, float] | N
                    jobs: list[JobRecord] | None = None) -> PlanInputs:
     """The inputs of a plan made now; `jobs`: `plannable(store)` when the caller has read it already."""
     jobs = plannable(store) if jobs is None else jobs
-    return PlanInputs({j.id: spec_version(j.spec) for j in jobs}, catalog.version,
+    return PlanInputs({j.id: spec_version(j.spec, j.offer_rule) for j in jobs}, catalog.version,
                       store.latest_approved_plan_id(), dict(budgets or {}))
 
 
@@ -154,7 +172,8 @@ def _create_plan(store: Store, who: Principal, run: PlanRun, catalog: Catalog) -
         now = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
     inputs = current_inputs(store, catalog, run.budgets, jobs)  # the same read: the jobs planned are the inputs
     problem = build_problem(_after_earlier_plans(store, jobs, outside), now=now, catalog=catalog, budgets=run.budgets,
-                            job_ids=[j.id for j in jobs])
+                            job_ids=[j.id for j in jobs],
+                            choices={j.id: j.offer_rule.choice() for j in jobs if j.offer_rule is not None})
     options = PlanOptions(time_limit=run.time_limit_s, num_workers=run.num_workers, created_by=run.created_by,
                           previous=_previous(store), inputs=inputs)
     outcome = plan_batch(problem, options)

@@ -38,9 +38,16 @@ from scheduler.errors import (
     VersionConflict,
 )
 from scheduler.launches import LaunchStore
-from scheduler.lifecycle import TERMINAL_JOB_STATES, IllegalTransition, JobState, PlanState, transition
+from scheduler.lifecycle import (
+    PLANNABLE_JOB_STATES,
+    TERMINAL_JOB_STATES,
+    IllegalTransition,
+    JobState,
+    PlanState,
+    transition,
+)
 from scheduler.models import JobSpec, PlanDocument
-from scheduler.records import ApiKeyInfo, Event, JobRecord, PlanInfo, PlanRecord, Principal, Role
+from scheduler.records import ApiKeyInfo, Event, JobRecord, OfferRule, PlanInfo, PlanRecord, Principal, Role
 from scheduler.redis_server import connect
 from scheduler.settings import Settings
 from scheduler.store_keys import Keys, sha256
@@ -203,6 +210,29 @@ class Store:
                 raise NotFound("job", job_id)
             if expected_version is not None:
                 raise VersionConflict("job", job_id, expected_version, int(version))
+        raise VersionConflict("job", job_id, job.version, int(version))
+
+    def set_offer_rule(self, job_id: str, rule: OfferRule | None, *, actor: str = "system") -> JobRecord:
+        """Set (or with None, lift) ops' offer rule of a job not yet approved: a new version and a
+        `job.offer_rule` event; a concurrent change is re-read and the rule set again."""
+        for _ in range(_RETRIES):
+            job = self.get_job(job_id)
+            if job.state not in PLANNABLE_JOB_STATES:
+                raise StateConflict("job", job.id, expected=" or ".join(s.value for s in PLANNABLE_JOB_STATES),
+                                    actual=job.state.value, message=f"state: job {job.id!r} is {job.state.value!r}: "
+                                    "an offer rule applies to a job not yet approved")
+            changed = job.model_copy(update={"offer_rule": rule, "version": job.version + 1,
+                                             "updated_at": self._clock()})
+            data = {"version": changed.version, **(rule.model_dump(exclude_defaults=True) if rule else {})}
+            event = self._event_args("job.offer_rule", actor, changed.updated_at, job_id=job.id, data=data)
+            outcome, version = self._transition_job(
+                keys=self._transition_keys(job, changed),
+                args=[job.id, job.version, changed.model_dump_json(), changed.state.value, uuid.uuid4().hex, "0",
+                      *event])
+            if outcome == "ok":
+                return changed
+            if outcome == "missing":
+                raise NotFound("job", job_id)
         raise VersionConflict("job", job_id, job.version, int(version))
 
     def _next_job(self, job: JobRecord, target: JobState | str, reason: str | None, message: str | None,

@@ -15,6 +15,7 @@ from api_support import make_api, plan_body, spec
 from fastapi import routing as fastapi_routing
 
 from scheduler import services
+from scheduler.catalog import load_catalog
 from scheduler.models import JobSpec
 from scheduler.records import Principal
 
@@ -58,6 +59,9 @@ def request_for(world: World, route: str, who: str) -> tuple[str, str, dict]:
         kwargs["json"] = spec(world.unique(f"m-{who}"))
     elif route == "POST /v1/jobs/{job_id}/actions/cancel":
         job_id = world.new_job(world.unique("cancel-me"))
+    elif route == "PUT /v1/jobs/{job_id}/offer-rule":
+        job_id = world.new_job(world.unique("rule-me"))  # pending: the rule applies to it
+        kwargs["json"] = {"forbid": [load_catalog().offers[0].id]}
     elif route == "POST /v1/plans":
         kwargs["json"] = plan_body()
     elif route.startswith("POST /v1/plans/{plan_id}/actions/"):

@@ -20,6 +20,7 @@ from api.errors import problem_doc
 from api.schemas import JobDetail, JobPage, JobPublic
 from scheduler import services
 from scheduler.lifecycle import JobState
+from scheduler.records import OfferRule
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -59,6 +60,17 @@ async def get_job(request: Request, job_id: JobId, who: Caller, settings: Settin
     retry_after, job, events = await aio_store_of(request).show_job(who, job_id, limit=settings.rate_limit_per_minute)
     refused(retry_after, request, settings, who)
     return job_detail(job, events)
+
+
+@router.put("/{job_id}/offer-rule", summary="Pin a job to an offer, or forbid offers, for the next plans (ops)",
+            responses={**problem_doc(403, "Only ops and admins set offer rules"),
+                       **problem_doc(409, "The job is approved or further along: its place is decided")})
+def set_offer_rule(job_id: JobId, rule: OfferRule, who: CurrentPrincipal, store: StoreDep) -> JobPublic:
+    """`{"pin": offer_id}` runs the job only there, `{"forbid": [offer_id, ...]}` never there, `{}` lifts the
+    rule. The job's version moves: a plan under review that placed it is stale (approving it answers 409),
+    and `POST /v1/plans` re-plans with the rule. A job the rule leaves without an offer is unplaced,
+    its message starting with the rule."""
+    return JobPublic.of(services.set_offer_rule(store, who, job_id, rule))
 
 
 @router.post("/{job_id}/actions/cancel", summary="Cancel a job",
