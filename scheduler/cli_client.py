@@ -89,6 +89,8 @@ def show(job_id: str, as_json: Json = False) -> None:
     if as_json:
         return _print_json(job)
     out.print(_jobs_table([job]))
+    if job.get("offer_rule"):
+        out.print(f"  offers: {_rule_words(job['offer_rule'])} (ops' rule)")
     for c in job.get("conditions", []):
         out.print(f"  {c['type']}={c['status']} ({c['reason']}) {c.get('message', '')}")
     for e in job.get("events", []):
@@ -140,6 +142,25 @@ def _look(client: Client, job_id: str) -> dict | None:
 def cancel(job_id: str) -> None:
     job = _call(Client().cancel_job, job_id)
     out.print(f"{job['name']} ({job['id']}): {job['state']}")
+
+
+@jobs_app.command("offer-rule")
+def offer_rule(job_id: str,
+               pin: Annotated[Optional[str], typer.Option(help="Run the job only on this offer.",
+                                                          metavar="OFFER")] = None,
+               forbid: Annotated[Optional[list[str]], typer.Option(help="Never run it on this offer (repeatable).",
+                                                                   metavar="OFFER")] = None) -> None:
+    """Pin a job to one offer or forbid offers for the next plans (ops); with neither option, lift the rule.
+
+    A plan under review that placed the job goes stale: run `cloudsched plan create` again."""
+    job = _call(Client().set_offer_rule, job_id, pin=pin, forbid=forbid)
+    out.print(f"{job['name']} ({job['id']}): {_rule_words(job.get('offer_rule'))}; version {job['version']}")
+
+
+def _rule_words(rule: dict | None) -> str:
+    if not rule:
+        return "any offer (no rule)"
+    return f"pinned to {rule['pin']}" if rule.get("pin") else f"never on {', '.join(rule['forbid'])}"
 
 
 @plan_app.command("create")

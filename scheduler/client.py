@@ -73,6 +73,10 @@ class Client:
     def cancel_job(self, job_id: str) -> dict:
         return self._call("POST", f"/v1/jobs/{job_id}/actions/cancel")
 
+    def set_offer_rule(self, job_id: str, pin: str | None = None, forbid: list[str] | None = None) -> dict:
+        body = {"pin": pin} if pin else {"forbid": forbid} if forbid else {}
+        return self._call("PUT", f"/v1/jobs/{job_id}/offer-rule", json=body)
+
     # plans
     def create_plan(self, time_limit_s: float | None = None) -> dict:
         body = {"time_limit_s": time_limit_s} if time_limit_s else {}

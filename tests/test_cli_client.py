@@ -30,6 +30,11 @@ def run(*args):
     return result
 
 
+def flat(result) -> str:
+    """The output with rich's line wrapping undone."""
+    return " ".join(result.output.split())
+
+
 def test_submit_plan_approve_through_the_cli(api, tmp_path):
     path = tmp_path / "jobs.json"
     path.write_text(json.dumps([spec("train"), spec("eval", team="nlp")]))
@@ -178,3 +183,23 @@ def test_jobs_wait_rides_out_the_rate_limit(api, tmp_path, monkeypatch):
     monkeypatch.setattr(module, "Client", limited)
     result = run("jobs", "wait", a)
     assert result.exit_code == 0, result.output
+
+
+def test_offer_rule_pins_forbids_and_lifts(api, tmp_path):
+    path = tmp_path / "jobs.json"
+    path.write_text(json.dumps([spec("train")]))
+    job_id = json.loads(run("jobs", "submit", str(path), "--json").output)[0]["id"]
+    offers = [o["id"] for o in api.client.get("/v1/offers", headers=api.auth("ops")).json()["offers"][:2]]
+
+    api.who["current"] = "a"  # a submitter sets no rule
+    refused = run("jobs", "offer-rule", job_id, "--pin", offers[0])
+    assert refused.exit_code != 0 and "403" in flat(refused)
+    api.who["current"] = "ops"
+    pinned = run("jobs", "offer-rule", job_id, "--pin", offers[0])
+    assert pinned.exit_code == 0 and f"pinned to {offers[0]}" in flat(pinned)
+    assert f"offers: pinned to {offers[0]}" in flat(run("jobs", "show", job_id))
+    forbidden = run("jobs", "offer-rule", job_id, "--forbid", offers[0], "--forbid", offers[1])
+    assert f"never on {', '.join(sorted(offers))}" in flat(forbidden)
+    lifted = run("jobs", "offer-rule", job_id)
+    assert lifted.exit_code == 0 and "any offer (no rule)" in flat(lifted)
+    assert json.loads(run("jobs", "show", job_id, "--json").output)["offer_rule"] is None
