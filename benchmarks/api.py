@@ -123,20 +123,27 @@ async def _drive_httpx(job: dict, request_for) -> list[tuple]:
                 status, job_id, attempts = TRANSPORT_ERROR, "", 0
                 while attempts <= retries:
                     attempts += 1
+                    wait = retry_pause
                     try:
                         response = await client.request(method, path, headers=headers, content=body)
                         status = response.status_code
                         job_id = _job_id(job["kind"], status, response.content)
+                        wait = _pause(retry_pause, response.headers.get("retry-after", "").encode())
                     except (httpx.HTTPError, OSError, ValueError):
                         status = TRANSPORT_ERROR
                     if status not in (TRANSPORT_ERROR, 503) or time.perf_counter() > stop_at:
                         break
-                    await asyncio.sleep(retry_pause)  # the same Idempotency-Key and body again
+                    await asyncio.sleep(wait)  # the same Idempotency-Key and body again
                 done = time.perf_counter()
                 rows.append((i, status, done - due, done - t0, job_id, attempts))
 
         await asyncio.gather(*(connection() for _ in range(job["connections"])))
     return rows
+
+
+def _pause(retry_pause: float, retry_after: bytes) -> float:
+    """The pause before sending a 503'd request again: its Retry-After (seconds) if longer, as clients do."""
+    return max(retry_pause, float(retry_after)) if retry_after.strip().isdigit() else retry_pause
 
 
 def _job_id(kind: str, status: int, content: bytes) -> str:
@@ -153,9 +160,10 @@ class RawLoad:
     answers with Content-Length; a chunked answer counts as no answer.
 
     A 503 or no answer is sent again (same bytes, so the same Idempotency-Key and body) after
-    `retry_pause_s`, up to `retries` times, until the phase ends; a request that failed on a
-    reused connection before any byte of its answer came back (the server may close an idle
-    connection) is sent once more on a new connection without counting as an attempt.
+    `retry_pause_s`, or the answer's Retry-After if longer, up to `retries` times, until the phase
+    ends; a request that failed on a reused connection before any byte of its answer came back
+    (the server may close an idle connection) is sent once more on a new connection without
+    counting as an attempt.
     """
 
     def __init__(self, job: dict, request_for):
@@ -228,10 +236,10 @@ class RawLoad:
         self._pump()
 
     def answered(self, connection: RawConnection, i: int, attempts: int, payload: bytes, status: int,
-                 content: bytes) -> None:
+                 content: bytes, retry_after: bytes = b"") -> None:
         now = time.perf_counter()
         if status in (TRANSPORT_ERROR, 503) and attempts <= self.retries and now <= self.stop_at:
-            self.loop.call_later(self.retry_pause, self._again, i, attempts, payload, status)
+            self.loop.call_later(_pause(self.retry_pause, retry_after), self._again, i, attempts, payload, status)
         else:
             try:
                 job_id = _job_id(self.job["kind"], status, content)
@@ -323,7 +331,7 @@ class RawConnection(asyncio.Protocol):
         end = self.buffer.find(b"\r\n\r\n")
         if end < 0:
             return
-        length, close, chunked = 0, False, False
+        length, close, chunked, retry_after = 0, False, False, b""
         for line in bytes(self.buffer[:end]).split(b"\r\n")[1:]:
             name, _, value = line.partition(b":")
             name = name.strip().lower()
@@ -333,6 +341,8 @@ class RawConnection(asyncio.Protocol):
                 close = value.strip().lower() == b"close"
             elif name == b"transfer-encoding":
                 chunked = True
+            elif name == b"retry-after":
+                retry_after = value.strip()
         if len(self.buffer) < end + 4 + length:
             return
         status = TRANSPORT_ERROR if chunked else int(self.buffer[9:12])
@@ -341,7 +351,7 @@ class RawConnection(asyncio.Protocol):
         (i, attempt, payload), self.request, self.reused = self.request, None, True
         if close or chunked:
             self.transport.close()
-        self.load.answered(self, i, attempt, payload, status, content)
+        self.load.answered(self, i, attempt, payload, status, content, retry_after)
 
     def connection_lost(self, exc) -> None:
         request, self.request = self.request, None
@@ -717,7 +727,8 @@ def main(argv: list[str] | None = None) -> int:
                                                                        "(default: --rate)")
     parser.add_argument("--kill-at", type=float, default=None, help="seconds into the kill run (default: middle)")
     parser.add_argument("--retries", type=int, default=3,
-                        help="kill run: resend a 503 or unanswered submission (same Idempotency-Key) this often")
+                        help="kill run: resend a 503 or unanswered submission (same Idempotency-Key) this often, "
+                             "after its Retry-After")
     parser.add_argument("--read-rate", type=float, default=5000, help="status reads per second")
     parser.add_argument("--read-duration", type=float, default=10, help="seconds of status reads")
     parser.add_argument("--grace", type=float, default=5, help="seconds after a run's last due request "
