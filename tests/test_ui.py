@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 from api.ui import GZipUnder
 from api.ui import session as sessions
 from api.ui.render import money, short_time, signed_money
+from scheduler.catalog import load_catalog
 from scheduler.lifecycle import JobState
 from scheduler.store_keys import sha256
 
@@ -379,3 +380,12 @@ def test_the_ui_gzip_leaves_every_other_path_alone():
     client = TestClient(GZipUnder(big, prefix="/ui"), headers={"Accept-Encoding": "gzip"})
     for path, encoding in [("/ui", "gzip"), ("/ui/plans", "gzip"), ("/v1/plans", None), ("/uix", None), ("/", None)]:
         assert client.get(path).headers.get("content-encoding") == encoding, path
+
+
+def test_the_job_page_shows_ops_offer_rule(world):
+    job = world.api.call("a", "POST", "/v1/jobs", json=spec("ruled-train")).json()["id"]
+    offer_id = load_catalog().offers[0].id
+    assert world.api.call("ops", "PUT", f"/v1/jobs/{job}/offer-rule", json={"pin": offer_id}).status_code == 200
+    page = world.client("a").get(f"/ui/jobs/{job}").text
+    assert re.search(r'data-testid="offer-rule">(.*?)</dd>', page, re.S).group(1) == f"only {offer_id}"
+    assert 'data-testid="offer-rule"' not in world.client("a").get(f"/ui/jobs/{world.vision}").text
