@@ -9,6 +9,7 @@ per-job part (dates, duration, price cap) runs on (jobs x offers) arrays per sig
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter
 from dataclasses import dataclass
@@ -237,7 +238,10 @@ def compile_problem(problem: Problem) -> Instance:
             cands[j] = jc
         for j in (j for j in members if problem.choice(j) is not None):  # few: one at a time
             job = problem.jobs[j]
-            cands[j] = _group_candidates(problem, [job], _chosen(problem, job, arrays, problem.choice(j)))[0]
+            ruled = _group_candidates(problem, [job], _chosen(problem, job, arrays, problem.choice(j)))[0]
+            # The all-centralized baseline stays what centralized would cost without ops' rule.
+            free = _group_candidates(problem, [job], arrays)[0]
+            cands[j] = dataclasses.replace(ruled, baseline_cost=free.baseline_cost)
     index = {(job.team, job.name): j for j, job in enumerate(problem.jobs)}
     preds = [[index[(job.team, name)] for name in job.after if (job.team, name) in index]
              for job in problem.jobs]

@@ -17,6 +17,7 @@ Offer checks run in a fixed order; the first that fails is the offer's rejection
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -58,9 +59,19 @@ class OfferChoice:
         return offer_id == self.pin if self.pin is not None else offer_id not in self.forbid
 
     def describe(self) -> str:
+        """"Ops pinned it to offer X" / "Ops forbade offers X, Y": the ids exactly as the catalog spells them."""
         if self.pin is not None:
-            return f"ops pinned it to offer {self.pin}"
-        return f"ops forbade offer{'s' if len(self.forbid) > 1 else ''} {', '.join(sorted(self.forbid))}"
+            return f"Ops pinned it to offer {self.pin}"
+        return f"Ops forbade offer{'s' if len(self.forbid) > 1 else ''} {', '.join(sorted(self.forbid))}"
+
+    def to_json(self) -> str:
+        """The rule as `scheduler.records.OfferRule` writes it (`{"pin":..,"forbid":[..]}`, sorted): for versions."""
+        return json.dumps({"pin": self.pin, "forbid": sorted(self.forbid)}, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> OfferChoice:
+        data = json.loads(text)
+        return cls(pin=data.get("pin"), forbid=frozenset(data.get("forbid") or ()))
 
 
 @dataclass(frozen=True)

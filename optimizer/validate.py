@@ -165,7 +165,7 @@ def validate(problem: Problem, plan: PlanDocument) -> list[str]:
             out.append(f"{a.job_id}: name/team mismatch")
         out += [f"{job.name}: {v}" for v in _assignment_violations(problem, job, a, offers)]
         choice = problem.choice(ids[a.job_id])
-        out += [f"{job.name}: on {s.offer_id} though {choice.describe()}" for s in a.segments
+        out += [f"{job.name}: on {s.offer_id} against the rule ({choice.describe()})" for s in a.segments
                 if choice is not None and not choice.allows(s.offer_id)]
     for u in plan.unplaced:
         if not u.message.strip():

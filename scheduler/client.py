@@ -74,7 +74,8 @@ class Client:
         return self._call("POST", f"/v1/jobs/{job_id}/actions/cancel")
 
     def set_offer_rule(self, job_id: str, pin: str | None = None, forbid: list[str] | None = None) -> dict:
-        body = {"pin": pin} if pin else {"forbid": forbid} if forbid else {}
+        """Sent as given (the API refuses a pin with forbids, or an empty id); neither lifts the rule."""
+        body = ({"pin": pin} if pin is not None else {}) | ({"forbid": forbid} if forbid else {})
         return self._call("PUT", f"/v1/jobs/{job_id}/offer-rule", json=body)
 
     # plans

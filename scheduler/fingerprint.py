@@ -13,8 +13,6 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from pydantic import BaseModel
-
 from scheduler.models import JobSpec, Offer
 
 
@@ -24,6 +22,9 @@ class PlanInputs:
     catalog_version: str
     previous_plan_id: str | None = None
     budgets: Mapping[str, float] = field(default_factory=dict)
+    # Ops' offer rules the plan was made with (job id -> rule JSON), kept to explain the plan later;
+    # not fingerprinted apart: a job's version already covers its rule.
+    offer_rules: Mapping[str, str] = field(default_factory=dict)
 
     def fingerprint(self) -> str:
         blob = json.dumps({"jobs": dict(sorted(self.job_versions.items())), "catalog": self.catalog_version,
@@ -32,19 +33,21 @@ class PlanInputs:
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def to_json(self) -> dict:
+        rules = {"offer_rules": dict(self.offer_rules)} if self.offer_rules else {}
         return {"job_versions": dict(self.job_versions), "catalog_version": self.catalog_version,
-                "previous_plan_id": self.previous_plan_id, "budgets": dict(self.budgets)}
+                "previous_plan_id": self.previous_plan_id, "budgets": dict(self.budgets)} | rules
 
     @classmethod
     def from_json(cls, data: Mapping) -> PlanInputs:
         return cls(dict(data["job_versions"]), data["catalog_version"], data.get("previous_plan_id"),
-                   dict(data.get("budgets", {})))
+                   dict(data.get("budgets", {})), dict(data.get("offer_rules", {})))
 
 
-def spec_version(spec: JobSpec, offer_rule: BaseModel | None = None) -> str:
+def spec_version(spec: JobSpec, offer_rule=None) -> str:
     """Content version of what a plan reads of a job: its spec, and ops' offer rule when it has one
-    (a job without a rule keeps the version of its spec alone)."""
-    text = spec.model_dump_json() if offer_rule is None else f"{spec.model_dump_json()}\n{offer_rule.model_dump_json()}"
+    (`OfferRule` or `OfferChoice`, the same text for the same rule); a job without one keeps the
+    version of its spec alone."""
+    text = spec.model_dump_json() if offer_rule is None else f"{spec.model_dump_json()}\n{offer_rule.to_json()}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -80,7 +80,8 @@ def plan_inputs(problem: Problem, previous_plan_id: str | None, catalog_version:
                 job_versions: Mapping[str, str] | None = None) -> PlanInputs:
     """What the plan is made from: job versions (store versions, else spec hashes), the
     catalog version (else a hash of the offers), the previous approved plan, the budgets."""
-    versions = job_versions or {problem.job_id(j): spec_version(job) for j, job in enumerate(problem.jobs)}
+    versions = job_versions or {problem.job_id(j): spec_version(job, problem.choice(j))
+                                for j, job in enumerate(problem.jobs)}
     return PlanInputs(dict(versions), catalog_version or offers_version(problem.offers), previous_plan_id,
                       dict(problem.budgets))
 

@@ -11,10 +11,12 @@ import hashlib
 import time
 from dataclasses import dataclass, field
 
+from optimizer.problem import OfferChoice
 from scheduler import services
 from scheduler.catalog import Catalog, load_catalog
 from scheduler.diff import JobDiff, diff_plans, summary_line
 from scheduler.errors import NotFound
+from scheduler.fingerprint import PlanInputs
 from scheduler.models import PlanDocument, Unplaced, parse_utc
 from scheduler.planning import build_problem
 from scheduler.reasons import consider
@@ -105,7 +107,8 @@ def explain_job(store: Store, who: Principal, plan_id: str, job_id: str, *, show
                 limit: int = 50, catalog: Catalog | None = None) -> Explanation:
     """Every offer considered for the job as of the plan's start: chosen, candidate, or rejected with its reason."""
     job = services.get_job(store, who, job_id)
-    doc = services.get_plan(store, who, plan_id)
+    record = store.get_plan(plan_id)
+    doc = services.plan_view(store, who, record)
     chosen = next((a for a in doc.assignments if a.job_id == job.id), None)
     unplaced = next((u for u in doc.unplaced if u.job_id == job.id), None)
     if chosen is None and unplaced is None:
@@ -114,7 +117,7 @@ def explain_job(store: Store, who: Principal, plan_id: str, job_id: str, *, show
     problem = build_problem([job.spec], now=parse_utc(doc.horizon.start), catalog=catalog, job_ids=[job.id])
     chosen_ids = {s.offer_id for s in chosen.segments} if chosen else set()
     chosen_cost = chosen.total_cost if chosen else None
-    rows = consider(problem, job.spec, choice=job.offer_rule.choice() if job.offer_rule else None)
+    rows = consider(problem, job.spec, choice=_rule_then(record, job.id))
     hidden = sum(1 for r in rows if r.code == "GpuType" and not show_all)
     rows = [r for r in rows if show_all or r.code != "GpuType"]
     rows.sort(key=lambda r: (r.offer.id not in chosen_ids, r.code is not None,
@@ -122,6 +125,12 @@ def explain_job(store: Store, who: Principal, plan_id: str, job_id: str, *, show
     considered = [_considered(r, job.spec.shards, chosen_ids, chosen_cost) for r in rows[:limit]]
     return Explanation(doc.plan_id, job, catalog.version, sorted(chosen_ids), chosen_cost, unplaced, considered,
                        {"GpuType": hidden} if hidden else {})
+
+
+def _rule_then(record: PlanRecord, job_id: str) -> OfferChoice | None:
+    """Ops' offer rule for the job when the plan was made (not as it stands now)."""
+    rules = PlanInputs.from_json(record.inputs).offer_rules if record.inputs else {}
+    return OfferChoice.from_json(rules[job_id]) if job_id in rules else None
 
 
 def _considered(r, shards: int, chosen_ids: set[str], chosen_cost: float | None) -> ConsideredOffer:

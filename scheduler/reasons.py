@@ -157,6 +157,6 @@ def unplaced_entries(problem: Problem, inst: Instance, sol: Solution) -> list[Un
         else:
             entry = _placed_reason(problem, inst, sol, j, profiles, spent)
         if (choice := problem.choice(j)) is not None:  # the rule first: it is what ops can undo
-            entry = entry.model_copy(update={"message": f"{choice.describe().capitalize()}. {entry.message}"})
+            entry = entry.model_copy(update={"message": f"{choice.describe()}. {entry.message}"})
         out.append(entry)
     return out

@@ -55,6 +55,10 @@ class OfferRule(StrictModel):
         """The optimizer's form of the rule."""
         return OfferChoice(pin=self.pin, forbid=frozenset(self.forbid))
 
+    def to_json(self) -> str:
+        """`{"pin":..,"forbid":[..]}` as `OfferChoice.to_json` writes it: the job's plan-input version."""
+        return self.choice().to_json()
+
 
 class JobRecord(StrictModel):
     """A submitted job: its spec and where it is in its lifecycle (DESIGN §4.6)."""
@@ -70,7 +74,10 @@ class JobRecord(StrictModel):
     message: str | None = None
     plan_id: str | None = Field(default=None, description="the plan that placed it, while it has one")
     submitted_by: str
-    offer_rule: OfferRule | None = Field(default=None, description="ops' pin or forbids for the next plan runs")
+    # Left out of the JSON when there is none: a process of the previous release (which forbids unknown
+    # fields) still reads every job without a rule during a rolling deploy or after a rollback.
+    offer_rule: OfferRule | None = Field(default=None, description="ops' pin or forbids for the next plan runs",
+                                         exclude_if=lambda rule: rule is None)
 
     @property
     def name(self) -> str:

@@ -60,7 +60,9 @@ def replace(catalog: Catalog, job: JobRecord, unit: LaunchUnit, now: datetime, c
         "duration_hours": max(job.spec.duration_hours * scale, 1 / 60), "deadline": deadline})
     offers = [o.model_copy(update={"capacity_gpus": max(0, o.capacity_gpus - busy_gpus.get(o.id, 0))})
               for o in catalog.offers]
-    problem = build_problem([spec], now=now, catalog=catalog, offers=offers, job_ids=[job.id])
+    # Ops' offer rule still holds after approval: a re-placement never lands where they forbade.
+    choices = {job.id: job.offer_rule.choice()} if job.offer_rule else None
+    problem = build_problem([spec], now=now, catalog=catalog, offers=offers, job_ids=[job.id], choices=choices)
     doc = plan_batch(problem, PlanOptions(time_limit=2.0, lp_bound=False, deterministic=True)).document
     if not doc.assignments:
         u = doc.unplaced[0]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -26,6 +28,7 @@ from scheduler.store import Store
 log = logging.getLogger("cloudsched.services")
 
 PLAN_LOCK = "plan-run"
+DECISION_LOCK = "plan-decision"  # approvals and offer-rule changes, one at a time
 PLANNABLE = PLANNABLE_JOB_STATES
 
 
@@ -102,7 +105,24 @@ def set_offer_rule(store: Store, who: Principal, job_id: str, rule: OfferRule,
     for i, offer_id in enumerate(rule.forbid):
         if offer_id not in known:
             raise InvalidArgument(f"forbid.{i}", f"no offer {offer_id!r} in the catalog (GET /v1/offers lists them)")
-    return store.set_offer_rule(job.id, None if rule.empty else rule, actor=who.name)
+    with deciding(store):
+        return store.set_offer_rule(job.id, rule, actor=who.name)
+
+
+@contextmanager
+def deciding(store: Store, wait_s: float = 5.0, ttl_s: float = 120.0):
+    """Hold the decision lock: an offer rule set while a plan is being approved would otherwise land
+    between the approval's staleness check and its jobs' approval, and the job would be approved on
+    a placement its rule forbids. Waits up to `wait_s` for the other decision, then answers 409."""
+    deadline = time.monotonic() + wait_s
+    while (token := store.acquire_lock(DECISION_LOCK, ttl_s=ttl_s)) is None:
+        if time.monotonic() > deadline:
+            raise Conflict("another plan decision is in progress; try again in a moment", field="plan")
+        time.sleep(0.02)
+    try:
+        yield
+    finally:
+        store.release_lock(DECISION_LOCK, token)
 
 
 # -- plans --------------------------------------------------------------------------------
@@ -141,7 +161,8 @@ def current_inputs(store: Store, catalog: Catalog, budgets: dict[str, float] | N
     """The inputs of a plan made now; `jobs`: `plannable(store)` when the caller has read it already."""
     jobs = plannable(store) if jobs is None else jobs
     return PlanInputs({j.id: spec_version(j.spec, j.offer_rule) for j in jobs}, catalog.version,
-                      store.latest_approved_plan_id(), dict(budgets or {}))
+                      store.latest_approved_plan_id(), dict(budgets or {}),
+                      {j.id: j.offer_rule.to_json() for j in jobs if j.offer_rule is not None})
 
 
 def _previous(store: Store) -> PlanDocument | None:
@@ -266,8 +287,13 @@ def _mark_jobs(store: Store, doc: PlanDocument, jobs: list[JobRecord], who: Prin
             job = store.transition_job(job.id, JobState.PENDING, reason="Replanned", actor=who.name)
         if job.id in placed:
             store.transition_job(job.id, JobState.PLANNED, plan_id=doc.plan_id, actor=who.name)
-        elif job.id in reasons and job.state is not JobState.UNPLACED:
+        elif job.id in reasons:
             u = reasons[job.id]
+            if job.state is JobState.UNPLACED:
+                if (job.reason, job.message) == (u.reason.value, u.message):
+                    continue  # unplaced as before: no new events every night
+                # A new reason or message (a new offer rule, say): through pending, as the lifecycle says.
+                store.transition_job(job.id, JobState.PENDING, reason="Replanned", actor=who.name)
             store.transition_job(job.id, JobState.UNPLACED, reason=u.reason.value, message=u.message,
                                  plan_id=doc.plan_id, actor=who.name)
 
@@ -314,6 +340,14 @@ def approve_plan(store: Store, who: Principal, plan_id: str, expected_fingerprin
                  budgets: dict[str, float] | None = None, launch_via: str | None = None) -> PlanRecord:
     """Approve the plan the reviewer saw. Stale, expired or already decided plans are refused (409)."""
     _require_ops(who)
+    with deciding(store):
+        return _approve(store, who, plan_id, expected_fingerprint, comment, catalog=catalog, now=now,
+                        budgets=budgets, launch_via=launch_via)
+
+
+def _approve(store: Store, who: Principal, plan_id: str, expected_fingerprint: str, comment: str, *,
+             catalog: Catalog | None, now: datetime | None, budgets: dict[str, float] | None,
+             launch_via: str | None) -> PlanRecord:
     record = store.get_plan(plan_id)
     if record.state is not PlanState.PENDING_REVIEW:
         raise StateConflict("plan", plan_id, PlanState.PENDING_REVIEW.value, record.state.value)

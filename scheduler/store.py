@@ -215,6 +215,7 @@ class Store:
     def set_offer_rule(self, job_id: str, rule: OfferRule | None, *, actor: str = "system") -> JobRecord:
         """Set (or with None, lift) ops' offer rule of a job not yet approved: a new version and a
         `job.offer_rule` event; a concurrent change is re-read and the rule set again."""
+        rule = None if rule is None or rule.empty else rule
         for _ in range(_RETRIES):
             job = self.get_job(job_id)
             if job.state not in PLANNABLE_JOB_STATES:

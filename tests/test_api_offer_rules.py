@@ -4,10 +4,15 @@ offer is unplaced with the rule named first."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 from api_support import make_api, plan_body, spec
 
+from scheduler import services
 from scheduler.catalog import load_catalog
+from scheduler.errors import Conflict
 
 
 @pytest.fixture
@@ -83,13 +88,53 @@ def test_a_pin_places_the_job_there_and_an_empty_rule_lifts_it(api):
 
 def test_a_pin_to_an_offer_the_job_cannot_use_leaves_it_unplaced_naming_the_pin(api):
     job = submit(api, "train")  # 8 x H100
-    other_gpu = next(o.id for o in load_catalog().offers if o.gpu_type != "H100")
-    assert rule(api, job, {"pin": other_gpu}).status_code == 200
+    others = [o.id for o in load_catalog().offers if o.gpu_type != "H100" and o.id != o.id.lower()]
+    assert rule(api, job, {"pin": others[0]}).status_code == 200
     doc = plan(api)
     unplaced = unplaced_of(doc, job)
     assert unplaced is not None and unplaced["reason"] == "NoOffer"
-    assert unplaced["message"].startswith(f"Ops pinned it to offer {other_gpu}.")
+    assert unplaced["message"].startswith(f"Ops pinned it to offer {others[0]}.")  # the id as spelled
     assert "sell another GPU type" in unplaced["message"]
+    assert api.call("a", "GET", f"/v1/jobs/{job['id']}").json()["message"] == unplaced["message"]
+
+    # Pinned elsewhere, then lifted: the job's own message follows each re-plan, not only the plan's.
+    assert rule(api, job, {"pin": others[1]}).status_code == 200
+    again = unplaced_of(plan(api, hours=1.1), job)
+    shown = api.call("a", "GET", f"/v1/jobs/{job['id']}").json()
+    assert again["message"].startswith(f"Ops pinned it to offer {others[1]}.") and shown["message"] == again["message"]
+    assert rule(api, job, {}).status_code == 200
+    assert offers_of(plan(api, hours=1.2), job)
+    assert api.call("a", "GET", f"/v1/jobs/{job['id']}").json()["state"] == "planned"
+
+
+def test_a_plan_is_explained_with_the_rule_it_was_made_with(api):
+    job = submit(api, "train")
+    free = offers_of(plan(api), job)
+    assert rule(api, job, {"forbid": sorted(free)}).status_code == 200
+    ruled = plan(api, hours=1.1)
+    assert rule(api, job, {}).status_code == 200  # lifted after the plan was made
+
+    def reasons(doc):
+        path = f"/v1/plans/{doc['plan_id']}/jobs/{job['id']}/explanation"
+        rows = api.call("ops", "GET", path, params={"limit": 5000}).json()["considered"]
+        return {r["offer_id"]: r["reason"] for r in rows}
+
+    assert {reasons(ruled)[o] for o in free} == {"OfferRule"}
+    assert "OfferRule" not in reasons(plan(api, hours=1.2)).values()
+
+
+def test_a_rule_waits_for_an_approval_in_progress(api):
+    job = submit(api, "train")
+    token = api.store.acquire_lock(services.DECISION_LOCK, ttl_s=30)  # an approval holds it
+    threading.Timer(0.3, api.store.release_lock, (services.DECISION_LOCK, token)).start()
+    started = time.monotonic()
+    response = rule(api, job, {"forbid": [load_catalog().offers[0].id]})
+    assert response.status_code == 200 and time.monotonic() - started >= 0.25
+    held = api.store.acquire_lock(services.DECISION_LOCK, ttl_s=30)
+    with pytest.raises(Conflict):
+        with services.deciding(api.store, wait_s=0.1):
+            pass
+    api.store.release_lock(services.DECISION_LOCK, held)
 
 
 @pytest.mark.parametrize(("body", "field"), [

@@ -200,6 +200,9 @@ def test_offer_rule_pins_forbids_and_lifts(api, tmp_path):
     assert f"offers: pinned to {offers[0]}" in flat(run("jobs", "show", job_id))
     forbidden = run("jobs", "offer-rule", job_id, "--forbid", offers[0], "--forbid", offers[1])
     assert f"never on {', '.join(sorted(offers))}" in flat(forbidden)
+    both = run("jobs", "offer-rule", job_id, "--pin", offers[0], "--forbid", offers[1])
+    assert both.exit_code != 0 and "422" in flat(both)  # sent as given: the API refuses a pin with forbids
+    assert run("jobs", "offer-rule", job_id, "--pin", "").exit_code != 0  # an empty id is not "no rule"
     lifted = run("jobs", "offer-rule", job_id)
     assert lifted.exit_code == 0 and "any offer (no rule)" in flat(lifted)
     assert json.loads(run("jobs", "show", job_id, "--json").output)["offer_rule"] is None

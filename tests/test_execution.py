@@ -8,10 +8,11 @@ import fakeredis
 import pytest
 from exec_support import NOW, OPS, VISION, SimClock, approved_plan, executor, run_until_quiet, spec
 
-from scheduler import services
+from scheduler import queries, services
 from scheduler.execution import Retry
 from scheduler.lifecycle import JobState, PlanState
 from scheduler.providers import Handle, LaunchRequest, Phase
+from scheduler.records import OfferRule
 from scheduler.recovery import spot_allowed
 from scheduler.store import Store
 
@@ -357,3 +358,36 @@ def test_a_plan_cancels_the_jobs_after_one_that_failed_instead_of_placing_them(s
         job = store.get_job(job.id)
         assert job.state is JobState.CANCELLED and job.reason == "DependencyFailed"
     assert train.id in store.get_job(serve.id).message and "'serve'" in store.get_job(report.id).message
+
+
+def _preempted_and_replaced(store, clock, tmp_path, rule: OfferRule | None = None) -> tuple[str, str, str]:
+    """(plan id, first offer, re-placement offer) of a spot job reclaimed 3 h in; `rule`: ops' rule, set
+    before planning."""
+    job, _ = services.submit_job(store, VISION, spec("s", interruptible=True, duration_hours=10,
+                                                      deadline=NOW + timedelta(hours=40)))
+    if rule is not None:
+        services.set_offer_rule(store, OPS, job.id, rule)
+    record = services.create_plan(store, OPS, services.PlanRun(now=NOW + timedelta(hours=1), time_limit_s=2))
+    services.approve_plan(store, OPS, record.plan_id, record.fingerprint, "ok", now=NOW, launch_via="fake")
+    ex, fake = executor(store, tmp_path, clock, recovery_tolerance=1.0)
+    clock.advance(hours=2)
+    for uid in ex.dispatch():
+        ex.launch(uid)
+    ex.track("fake")
+    clock.advance(hours=3)
+    fake.preempt(1.0)
+    assert ex.track("fake") == {"replaced": 1}
+    (unit,) = ex.launches.of_job(job.id)
+    return record.plan_id, unit.attempts[0].offer_id, unit.attempts[1].offer_id
+
+
+def test_a_re_placement_after_preemption_keeps_to_ops_offer_rule(store, clock, tmp_path):
+    plan_id, first, free_choice = _preempted_and_replaced(store, clock, tmp_path / "free")
+    (job_id,) = store.get_plan(plan_id).job_versions
+    dearer = next(row.offer_id for row in queries.explain_job(store, OPS, plan_id, job_id, limit=5000).considered
+                  if row.status == "candidate" and row.market == "spot" and row.offer_id != free_choice)
+    other = Store(fakeredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=True))
+    _, ruled_first, ruled_choice = _preempted_and_replaced(other, SimClock(), tmp_path / "ruled",
+                                                           OfferRule(pin=dearer))
+    assert free_choice != dearer  # left alone, recovery goes back to the cheapest offer
+    assert ruled_first == ruled_choice == dearer  # pinned, it stays on the pinned one

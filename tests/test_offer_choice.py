@@ -35,6 +35,8 @@ def test_a_forbid_moves_the_job_to_the_next_cheapest_offer():
     assert placed_on(free, "ml/a") == {offers[0].id}
     ruled = plan(replace(problem([job("a")], offers), choices={"ml/a": OfferChoice(forbid=frozenset({offers[0].id}))}))
     assert ruled.violations == [] and placed_on(ruled, "ml/a") == {offers[1].id}
+    # The all-centralized baseline is what centralized would cost anyway: the rule does not move it.
+    assert ruled.document.summary.baseline_centralized_cost == free.document.summary.baseline_centralized_cost
 
 
 def test_a_pin_to_an_offer_that_fails_a_check_is_that_checks_reason_first_naming_the_pin():
@@ -49,4 +51,5 @@ def test_the_validator_refuses_a_plan_that_breaks_a_rule():
     offers = offers_by_price(2)
     free = plan(problem([job("a")], offers))
     ruled = replace(problem([job("a")], offers), choices={"ml/a": OfferChoice(forbid=frozenset({offers[0].id}))})
-    assert any("ops forbade offer" in v for v in validate(ruled, free.document))
+    assert any(f"on {offers[0].id} against the rule (Ops forbade offer {offers[0].id})" in v
+               for v in validate(ruled, free.document))
