@@ -5,15 +5,17 @@ HTTP server's share, and half of that is the framework itself (route matching, d
 resolution, response validation); `benchmarks/api.py` then tops out near 3,000 reads/s. This
 pure ASGI middleware answers the plain form of the read:
 
-    GET /v1/jobs/{id}, no query string, `Authorization: Bearer <key>` with a key this process
-    has already authenticated (`api.deps.PrincipalCache`)
+    GET /v1/jobs/{id}, no query string, `Authorization: Bearer <key>` with a valid key (from
+    this process' `api.deps.PrincipalCache`, or read from Redis once and cached there)
 
 with the same use case (`scheduler.aio.AsyncStore.show_job`: the rate-limit count, the job and its
 events in one round trip), the same response (`api.conditions.job_detail`) and the same error answers
 (`api.errors.error_response`: 404 for a missing or another team's job, 429, 503) as the route in
-`api.routers.jobs`. Anything else — another method or path, a query string, a key not cached here
-yet, an id the route's validation would refuse — goes on to FastAPI untouched, so every refusal
-that needs the framework (401, 422, 405) still comes from one place. `tests/test_api_fastpath.py`
+`api.routers.jobs`. Anything else — another method or path, a query string, an unknown key (or
+none, or a store that cannot say), an id the route's validation would refuse — goes on to FastAPI
+untouched, so every refusal that needs the framework (401, 422, 405) still comes from one place.
+(A key whose cache entry just expired is read again here, not in the framework: every few
+seconds a burst of concurrent reads would otherwise take the slow way at once.) `tests/test_api_fastpath.py`
 checks that both give the same status, headers and body for every case the fast path answers.
 """
 
@@ -27,6 +29,7 @@ from api.conditions import job_detail
 from api.deps import aio_store_of, refused
 from api.errors import all_routes, error_response, internal_error
 from scheduler.errors import CloudschedError
+from scheduler.records import Principal
 from scheduler.store_keys import sha256
 
 PREFIX = "/v1/jobs/"
@@ -46,13 +49,14 @@ class JobReadFastPath:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         job_id = _plain_read(scope)
-        who = self._cached_caller(scope) if job_id else None
+        key = _bearer(scope) if job_id else None
+        request = Request(scope) if key else None
+        who = await self._caller(request, key) if key else None
         if who is None:
             await self.app(scope, receive, send)
             return
         scope["route"] = self.route  # the label the metrics middleware gives the route's own answers
         settings = self.api.state.settings
-        request = Request(scope)
         try:
             retry_after, job, events = await aio_store_of(request).show_job(who, job_id,
                                                                             limit=settings.rate_limit_per_minute)
@@ -68,14 +72,28 @@ class JobReadFastPath:
                     "headers": [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]})
         await send({"type": "http.response.body", "body": body})
 
-    def _cached_caller(self, scope: Scope):
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                scheme, _, key = value.decode("latin-1").partition(" ")
-                if scheme.lower() != "bearer" or not key:
-                    return None
-                return self.api.state.principals.get(sha256(key))
-        return None
+    async def _caller(self, request: Request, key: str) -> Principal | None:
+        """The key's principal: from this process' cache, else read once (and cached, as the route does);
+        None for an unknown key, or when the store cannot be asked: the route answers those (401, 503)."""
+        digest = sha256(key)
+        who = self.api.state.principals.get(digest)
+        if who is None:
+            try:
+                who = await aio_store_of(request).principal_for_key(key)
+            except CloudschedError:
+                return None
+            if who is not None:
+                self.api.state.principals.put(digest, who)
+        return who
+
+
+def _bearer(scope: Scope) -> str | None:
+    """The key of `Authorization: Bearer <key>`, else None."""
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, key = value.decode("latin-1").partition(" ")
+            return key if scheme.lower() == "bearer" and key else None
+    return None
 
 
 def _plain_read(scope: Scope) -> str | None:
