@@ -207,6 +207,33 @@ def test_records_survive_a_restart(tmp_path):
         stop_embedded(tmp_path)
 
 
+def test_rate_limit_counts_stay_out_of_the_aof_and_jobs_do_not(tmp_path):
+    """Counting requests (and the status read that counts) writes nothing to the append-only file."""
+    client = connect(embedded_settings(tmp_path))
+    store = Store(client)
+    try:
+        job_id = store.create_job(job("counted"), "alice")[0].id
+        who = Principal(name="vera", role="submitter", team="ml")
+        twin = AsyncStore(store, async_client(client))
+
+        async def count_and_read():  # one loop: the twin's connections belong to it
+            queries.count_request(store, who, 10_000)
+            await twin.show_job(who, job_id, limit=10_000)  # first uses load the scripts: SCRIPT LOAD, once
+            size = int(client.info("persistence")["aof_current_size"])
+            counts = [queries.count_request(store, who, 10_000) for _ in range(100)]
+            answers = [await twin.show_job(who, job_id, limit=10_000) for _ in range(100)]
+            return size, counts, answers
+
+        size, counts, answers = asyncio.run(count_and_read())
+        assert counts == [None] * 100 and all(shown.id == job_id for _, shown, _ in answers)
+        assert int(client.info("persistence")["aof_current_size"]) == size  # 200 counts, not a byte
+        store.transition_job(job_id, "cancelled")
+        assert int(client.info("persistence")["aof_current_size"]) > size  # while a job change is written
+        assert int(client.get(f"{store.keys.p}{queries.rate_counter(who, queries.clock())}") or 0) in (0, 202)
+    finally:
+        stop_embedded(tmp_path)
+
+
 def test_acknowledged_writes_survive_kill_9(tmp_path):
     """Every create_job that returned is in the AOF (the kernel's copy) and there after the server is killed."""
     client = connect(embedded_settings(tmp_path))
