@@ -140,19 +140,24 @@ def test_reconcile_adopts_an_unrecorded_instance_and_terminates_orphans_after_gr
     assert len(fake.ledger()) == 2 and plan.plan_id in uid
 
 
+def _reclaimed_3h_in(ex, fake, clock) -> dict:
+    """Launch what is due 2 h from now, let it run 3 h, reclaim every spot instance; the tracking pass's counts."""
+    clock.advance(hours=2)
+    for uid in ex.dispatch():
+        ex.launch(uid)
+    ex.track("fake")
+    clock.advance(hours=3)
+    assert fake.preempt(1.0)
+    return ex.track("fake")
+
+
 def test_preempted_spot_unit_is_replaced_and_finishes_before_its_deadline(store, clock, tmp_path):
     plan = approved_plan(store, [spec("s", interruptible=True, duration_hours=10,
                                       deadline=NOW + timedelta(hours=40))])
     ex, fake = executor(store, tmp_path, clock, recovery_tolerance=1.0)
     (a,) = plan.document.assignments
     assert a.segments[0].market == "spot"
-    clock.advance(hours=2)
-    for uid in ex.dispatch():
-        ex.launch(uid)
-    ex.track("fake")
-    clock.advance(hours=3)
-    assert len(fake.preempt(1.0)) == 1
-    assert ex.track("fake") == {"replaced": 1}
+    assert _reclaimed_3h_in(ex, fake, clock) == {"replaced": 1}
     assert store.get_job(a.job_id).state is JobState.PREEMPTED
     run_until_quiet(ex, clock)
     job = store.get_job(a.job_id)
@@ -259,13 +264,7 @@ def test_cost_report_compares_planned_and_actual_per_team(store, clock, tmp_path
     plan = approved_plan(store, [spec("a"), spec("s", interruptible=True, duration_hours=10,
                                                   deadline=NOW + timedelta(hours=40))])
     ex, fake = executor(store, tmp_path, clock, recovery_tolerance=1.0)
-    clock.advance(hours=2)
-    for uid in ex.dispatch():
-        ex.launch(uid)
-    ex.track("fake")
-    clock.advance(hours=3)
-    fake.preempt(1.0)  # the spot job is reclaimed: its first attempt's 3 h are paid and lost
-    ex.track("fake")
+    _reclaimed_3h_in(ex, fake, clock)  # the spot job's first attempt: 3 h paid and lost
     run_until_quiet(ex, clock)
     report = cost_report(store, OPS)
     (team,) = report["teams"]
@@ -370,13 +369,7 @@ def _preempted_and_replaced(store, clock, tmp_path, rule: OfferRule | None = Non
     record = services.create_plan(store, OPS, services.PlanRun(now=NOW + timedelta(hours=1), time_limit_s=2))
     services.approve_plan(store, OPS, record.plan_id, record.fingerprint, "ok", now=NOW, launch_via="fake")
     ex, fake = executor(store, tmp_path, clock, recovery_tolerance=1.0)
-    clock.advance(hours=2)
-    for uid in ex.dispatch():
-        ex.launch(uid)
-    ex.track("fake")
-    clock.advance(hours=3)
-    fake.preempt(1.0)
-    assert ex.track("fake") == {"replaced": 1}
+    assert _reclaimed_3h_in(ex, fake, clock) == {"replaced": 1}
     (unit,) = ex.launches.of_job(job.id)
     return record.plan_id, unit.attempts[0].offer_id, unit.attempts[1].offer_id
 
