@@ -697,7 +697,10 @@ def report(args, figures: dict) -> None:
     row("  kill run latency p50 / p99 / max", f"{kill.latency_ms(50):.1f} / {kill.latency_ms(99):.1f} / "
         f"{kill.latency_ms(100):.1f} ms")
     row("  kill run answers", ", ".join(f"{k}: {v}" for k, v in kill.statuses().items()))
-    row(f"status reads at {read.rate:g}/s", f"{read.ok_per_s:,.0f}/s", "≥ 5,000/s", read.ok_per_s >= 5000)
+    # As for submissions: answered / elapsed stays just under the offered rate even when every read is
+    # answered (the last answer comes after its due time); the rate is sustained when all offered are.
+    row(f"status reads at {read.rate:g}/s", f"{read.ok_per_s:,.0f}/s ({len(read.ok):,} of {len(read.rows):,} "
+        "offered answered 2xx)", "≥ 5,000/s", read.rate >= 5000 and len(read.ok) == len(read.rows))
     row("status read latency p50 / p99", f"{read.latency_ms(50):.1f} / {read.latency_ms(99):.1f} ms",
         "p99 ≤ 10 ms at 5,000/s", read.latency_ms(99) <= 10, read.rate >= 5000)
     row("status read answers", ", ".join(f"{k}: {v}" for k, v in read.statuses().items()))
