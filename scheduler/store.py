@@ -197,43 +197,54 @@ class Store:
         `message` replace the previous ones; `plan_id` is kept unless given, and cleared when
         the job goes back to pending.
         """
-        for _ in range(_RETRIES):
-            job = self.get_job(job_id)
-            if expected_version is not None and job.version != expected_version:
-                raise VersionConflict("job", job_id, expected_version, job.version)
+
+        def change(job: JobRecord) -> tuple[JobRecord, str, dict]:
             changed = self._next_job(job, target, reason, message, plan_id)
-            outcome, version = self._transition_job(keys=self._transition_keys(job, changed),
-                                                    args=self._transition_args(job, changed, actor))
-            if outcome == "ok":
-                return changed
-            if outcome == "missing":
-                raise NotFound("job", job_id)
-            if expected_version is not None:
-                raise VersionConflict("job", job_id, expected_version, int(version))
-        raise VersionConflict("job", job_id, job.version, int(version))
+            data = {"from": job.state.value, "to": changed.state.value, "version": changed.version,
+                    "reason": changed.reason, "message": changed.message, "plan_id": changed.plan_id}
+            return changed, f"job.{changed.state.value}", {k: v for k, v in data.items() if v is not None}
+
+        return self._change_job(job_id, change, actor, expected_version)
 
     def set_offer_rule(self, job_id: str, rule: OfferRule | None, *, actor: str = "system") -> JobRecord:
         """Set (or with None, lift) ops' offer rule of a job not yet approved: a new version and a
         `job.offer_rule` event; a concurrent change is re-read and the rule set again."""
         rule = None if rule is None or rule.empty else rule
-        for _ in range(_RETRIES):
-            job = self.get_job(job_id)
+
+        def change(job: JobRecord) -> tuple[JobRecord, str, dict]:
             if job.state not in PLANNABLE_JOB_STATES:
                 raise StateConflict("job", job.id, expected=" or ".join(s.value for s in PLANNABLE_JOB_STATES),
                                     actual=job.state.value, message=f"state: job {job.id!r} is {job.state.value!r}: "
                                     "an offer rule applies to a job not yet approved")
             changed = job.model_copy(update={"offer_rule": rule, "version": job.version + 1,
                                              "updated_at": self._clock()})
-            data = {"version": changed.version, **(rule.model_dump(exclude_defaults=True) if rule else {})}
-            event = self._event_args("job.offer_rule", actor, changed.updated_at, job_id=job.id, data=data)
+            return changed, "job.offer_rule", {"version": changed.version,
+                                               **(rule.model_dump(exclude_defaults=True) if rule else {})}
+
+        return self._change_job(job_id, change, actor)
+
+    def _change_job(self, job_id: str, change: Callable[[JobRecord], tuple[JobRecord, str, dict]], actor: str,
+                    expected_version: int | None = None) -> JobRecord:
+        """Write `change(job)` (the new record, its event's type and data) with TRANSITION_JOB: the record,
+        its state indexes and the event at once. With `expected_version` only that version changes (else
+        `VersionConflict`); without it a concurrent change is re-read and `change` applied again."""
+        for _ in range(_RETRIES):
+            job = self.get_job(job_id)
+            if expected_version is not None and job.version != expected_version:
+                raise VersionConflict("job", job_id, expected_version, job.version)
+            changed, event_type, data = change(job)
+            event = self._event_args(event_type, actor, changed.updated_at, job_id=job.id, data=data)
+            release = "1" if changed.state in TERMINAL_JOB_STATES else "0"
             outcome, version = self._transition_job(
                 keys=self._transition_keys(job, changed),
-                args=[job.id, job.version, changed.model_dump_json(), changed.state.value, uuid.uuid4().hex, "0",
+                args=[job.id, job.version, changed.model_dump_json(), changed.state.value, uuid.uuid4().hex, release,
                       *event])
             if outcome == "ok":
                 return changed
             if outcome == "missing":
                 raise NotFound("job", job_id)
+            if expected_version is not None:
+                raise VersionConflict("job", job_id, expected_version, int(version))
         raise VersionConflict("job", job_id, job.version, int(version))
 
     def _next_job(self, job: JobRecord, target: JobState | str, reason: str | None, message: str | None,
@@ -254,15 +265,6 @@ class Store:
         return [k.job(job.id), k.job_name(job.team, job.name), k.job_index(None, job.state),
                 k.job_index(job.team, job.state), k.job_index(None, changed.state),
                 k.job_index(job.team, changed.state), k.events, k.job_events(job.id)]
-
-    def _transition_args(self, job: JobRecord, changed: JobRecord, actor: str) -> list:
-        data = {"from": job.state.value, "to": changed.state.value, "version": changed.version,
-                "reason": changed.reason, "message": changed.message, "plan_id": changed.plan_id}
-        event = self._event_args(f"job.{changed.state.value}", actor, changed.updated_at, job_id=job.id,
-                                 data={key: value for key, value in data.items() if value is not None})
-        release = "1" if changed.state in TERMINAL_JOB_STATES else "0"
-        return [job.id, job.version, changed.model_dump_json(), changed.state.value, uuid.uuid4().hex, release,
-                *event]
 
     def _load_jobs(self, ids: list[str]) -> list[JobRecord]:
         pipe = self._r.pipeline(transaction=False)
