@@ -126,9 +126,22 @@ def current_principal(request: Request, store: StoreDep, settings: SettingsDep, 
 
 async def authenticate(request: Request, credentials: Credentials) -> Principal:
     """The caller (401 without a valid key); a Redis call only when the key is not cached."""
-    key = _key(credentials)
-    return (request.app.state.principals.get(sha256(key))
-            or _remember(request, key, await aio_store_of(request).principal_for_key(key)))
+    who = await principal_of(request, _key(credentials))
+    if who is None:
+        raise Unauthenticated(_BAD_KEY)
+    return who
+
+
+async def principal_of(request: Request, key: str) -> Principal | None:
+    """The key's principal from this process' cache, else from Redis (then cached); None for an unknown key.
+    The route's `authenticate` and the status read's fast path (api.fastpath) both ask here."""
+    digest = sha256(key)
+    who = request.app.state.principals.get(digest)
+    if who is None:
+        who = await aio_store_of(request).principal_for_key(key)
+        if who is not None:
+            request.app.state.principals.put(digest, who)
+    return who
 
 
 Caller = Annotated[Principal, Depends(authenticate)]

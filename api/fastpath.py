@@ -26,11 +26,10 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.conditions import job_detail
-from api.deps import aio_store_of, refused
+from api.deps import aio_store_of, principal_of, refused
 from api.errors import all_routes, error_response, internal_error
 from scheduler.errors import CloudschedError
 from scheduler.records import Principal
-from scheduler.store_keys import sha256
 
 PREFIX = "/v1/jobs/"
 ROUTE = "/v1/jobs/{job_id}"
@@ -73,18 +72,12 @@ class JobReadFastPath:
         await send({"type": "http.response.body", "body": body})
 
     async def _caller(self, request: Request, key: str) -> Principal | None:
-        """The key's principal: from this process' cache, else read once (and cached, as the route does);
-        None for an unknown key, or when the store cannot be asked: the route answers those (401, 503)."""
-        digest = sha256(key)
-        who = self.api.state.principals.get(digest)
-        if who is None:
-            try:
-                who = await aio_store_of(request).principal_for_key(key)
-            except CloudschedError:
-                return None
-            if who is not None:
-                self.api.state.principals.put(digest, who)
-        return who
+        """The key's principal (`api.deps.principal_of`); None for an unknown key, or when the store cannot
+        be asked: the route answers those (401, 503)."""
+        try:
+            return await principal_of(request, key)
+        except CloudschedError:
+            return None
 
 
 def _bearer(scope: Scope) -> str | None:
