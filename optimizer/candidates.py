@@ -233,15 +233,13 @@ def compile_problem(problem: Problem) -> Instance:
     cands: list[JobCandidates] = [None] * len(problem.jobs)  # type: ignore[list-item]
     for members in by_signature.values():
         arrays = compiler.arrays(problem.jobs[members[0]])
-        free = [j for j in members if problem.choice(j) is None]
-        for j, jc in zip(free, _group_candidates(problem, [problem.jobs[j] for j in free], arrays)):
+        for j, jc in zip(members, _group_candidates(problem, [problem.jobs[j] for j in members], arrays)):
             cands[j] = jc
         for j in (j for j in members if problem.choice(j) is not None):  # few: one at a time
             job = problem.jobs[j]
             ruled = _group_candidates(problem, [job], _chosen(problem, job, arrays, problem.choice(j)))[0]
             # The all-centralized baseline stays what centralized would cost without ops' rule.
-            free = _group_candidates(problem, [job], arrays)[0]
-            cands[j] = dataclasses.replace(ruled, baseline_cost=free.baseline_cost)
+            cands[j] = dataclasses.replace(ruled, baseline_cost=cands[j].baseline_cost)
     index = {(job.team, job.name): j for j, job in enumerate(problem.jobs)}
     preds = [[index[(job.team, name)] for name in job.after if (job.team, name) in index]
              for job in problem.jobs]
