@@ -29,7 +29,6 @@ log = logging.getLogger("cloudsched.services")
 
 PLAN_LOCK = "plan-run"
 DECISION_LOCK = "plan-decision"  # approvals and offer-rule changes, one at a time
-PLANNABLE = PLANNABLE_JOB_STATES
 
 
 class StalePlan(Conflict):
@@ -97,8 +96,7 @@ def set_offer_rule(store: Store, who: Principal, job_id: str, rule: OfferRule,
     (approving it answers 409 naming the job) and the next `POST /v1/plans` places the job by it.
     """
     job = get_job(store, who, job_id)
-    if who.role not in ("ops", "admin"):
-        raise Forbidden("only ops and admins pin or forbid offers")
+    _require_ops(who, "pin or forbid offers")
     known = {offer.id for offer in (catalog or load_catalog()).offers}
     if rule.pin is not None and rule.pin not in known:
         raise InvalidArgument("pin", f"no offer {rule.pin!r} in the catalog (GET /v1/offers lists them)")
@@ -153,7 +151,7 @@ def jobs_in(store: Store, states) -> list[JobRecord]:
 
 def plannable(store: Store) -> list[JobRecord]:
     """Every job a plan made now would take, oldest first."""
-    return jobs_in(store, PLANNABLE)
+    return jobs_in(store, PLANNABLE_JOB_STATES)
 
 
 def current_inputs(store: Store, catalog: Catalog, budgets: dict[str, float] | None = None,
@@ -172,8 +170,7 @@ def _previous(store: Store) -> PlanDocument | None:
 
 def create_plan(store: Store, who: Principal, run: PlanRun = PlanRun(), catalog: Catalog | None = None) -> PlanRecord:
     """Plan every plannable job now. A run that overlaps a running one is refused."""
-    if who.role not in ("ops", "admin"):
-        raise Forbidden("only ops and admins create plans")
+    _require_ops(who, "create plans")
     token = store.acquire_lock(PLAN_LOCK, ttl_s=run.time_limit_s * 4 + 120)
     if token is None:
         raise Conflict("a plan run is already in progress; try again when it ends", field="plan")
@@ -315,9 +312,9 @@ def plan_view(store: Store, who: Principal, record: PlanRecord) -> PlanDocument:
                                   "changes": [c for c in doc.changes if c.job_id in ids | own]})
 
 
-def _require_ops(who: Principal) -> None:
+def _require_ops(who: Principal, action: str = "approve or reject plans") -> None:
     if who.role not in ("ops", "admin"):
-        raise Forbidden("only ops and admins approve or reject plans")
+        raise Forbidden(f"only ops and admins {action}")
 
 
 def first_start(doc: PlanDocument) -> str | None:
