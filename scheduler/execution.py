@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
@@ -415,16 +416,16 @@ class _LiveGpus:
     def __init__(self, launches: LaunchStore):
         self.launches = launches
         self._units: dict[str, tuple[str, int]] | None = None  # unit id -> (offer id, GPUs)
+        self._busy: Counter[str] = Counter()  # offer id -> GPUs of those units
 
-    def by_offer(self) -> dict[str, int]:
+    def by_offer(self) -> Mapping[str, int]:
         if self._units is None:
             self._units = {u.id: (u.current.offer_id, u.current.gpus) for adapter in self.launches.tracked_adapters()
                            for u in self.launches.get_many(self.launches.tracked(adapter))}
-        busy: dict[str, int] = {}
-        for offer_id, gpus in self._units.values():
-            busy[offer_id] = busy.get(offer_id, 0) + gpus
-        return busy
+            for offer_id, gpus in self._units.values():
+                self._busy[offer_id] += gpus
+        return self._busy
 
     def ended(self, unit_id: str) -> None:
-        if self._units is not None:
-            self._units.pop(unit_id, None)
+        if self._units is not None and (gone := self._units.pop(unit_id, None)) is not None:
+            self._busy[gone[0]] -= gone[1]
