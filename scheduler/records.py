@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from optimizer.problem import OfferChoice
-from scheduler.lifecycle import JobState, PlanState
+from scheduler.lifecycle import TERMINAL_JOB_STATES, JobState, PlanState
 from scheduler.models import NAME_PATTERN, Horizon, JobSpec, PlanDocument, StrictModel, Summary, UtcDatetime
 
 Role = Literal["submitter", "ops", "admin"]
@@ -84,12 +84,12 @@ class JobRecord(StrictModel):
         return self.spec.name
 
 
-
 def never_runs_after(name: str, before: JobRecord | None) -> str | None:
     """Why a job `after: [name]` can never start, `before` being the job the name means now; None if it can."""
-    if before is not None and before.state in (JobState.FAILED, JobState.CANCELLED):
+    if before is not None and before.state in TERMINAL_JOB_STATES and before.state is not JobState.SUCCEEDED:
         return f"it runs after {name!r} ({before.id}), which ended {before.state.value}"
     return None
+
 
 class PlanInfo(StrictModel):
     """A plan without its assignments: what a listing shows."""

@@ -18,7 +18,7 @@ from scheduler.catalog import Catalog, load_catalog
 from scheduler.errors import Conflict, Forbidden, InvalidArgument, NotFound, StateConflict
 from scheduler.fingerprint import PlanInputs, spec_version, what_changed
 from scheduler.launches import schedule_plan
-from scheduler.lifecycle import PLANNABLE_JOB_STATES, JobState, PlanState
+from scheduler.lifecycle import PLANNABLE_JOB_STATES, TERMINAL_JOB_STATES, JobState, PlanState
 from scheduler.models import JobSpec, PlanDocument, parse_utc
 from scheduler.planning import PlanOptions, build_problem, plan_batch
 from scheduler.records import JobRecord, OfferRule, PlanRecord, Principal, never_runs_after
@@ -251,11 +251,12 @@ def _after_earlier_plans(store: Store, jobs: list[JobRecord],
     back; one that failed or was cancelled had its followers cancelled already (`_without_dead_ends`).
     """
     batch = {(job.team, job.name) for job in jobs}
+    expected = {key: _expected_end(store, before) for key, before in outside.items()}  # one read per predecessor
     specs = []
     for job in jobs:
         spec = job.spec
         ends = [end for name in spec.after if (job.team, name) not in batch
-                for end in [_expected_end(store, outside.get((job.team, name)))] if end is not None]
+                and (end := expected.get((job.team, name))) is not None]
         if ends and (spec.not_before is None or max(ends) > spec.not_before):
             spec = spec.model_copy(update={"not_before": max(ends)})
         specs.append(spec)
@@ -264,8 +265,8 @@ def _after_earlier_plans(store: Store, jobs: list[JobRecord],
 
 def _expected_end(store: Store, job: JobRecord | None) -> datetime | None:
     """When a job an earlier plan placed should end: its live launch units' (actual or due) start plus run."""
-    if job is None or job.state not in (JobState.APPROVED, JobState.LAUNCHING, JobState.RUNNING, JobState.PREEMPTED):
-        return None
+    if job is None or job.state in TERMINAL_JOB_STATES or job.state in PLANNABLE_JOB_STATES:
+        return None  # ended, or not placed by an earlier plan
     ends = [(u.current.running_at or u.current.start) + timedelta(hours=u.current.run_hours)
             for u in store.launches.of_job(job.id) if u.current.state not in ("ended", "refused")]
     return max(ends, default=None)
