@@ -105,23 +105,23 @@ local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV))
 for i = 2, #KEYS do redis.call('XADD', KEYS[i], id, unpack(ARGV)) end
 return id
 """
-# A rate-limit count is kept in memory only: `REPL_NONE` keeps its INCR/EXPIRE out of the AOF (and
-# replicas). Counts need no durability (a restarted server starts a fresh window), and written to the
-# AOF they made it grow by every request (5,000 writes/s of status reads), forcing rewrites (a fork
-# and a second process on the same cores) mid-load. (The guard: fakeredis' Lua has no `set_repl`.)
-_NOT_PERSISTED = "if redis.set_repl then redis.set_repl(redis.REPL_NONE) end\n"
-COUNT_IN_WINDOW = _NOT_PERSISTED + """
--- KEYS counter; ARGV ttl_s. The counter expires ttl_s after its first count.
+# A rate-limit count (`_COUNT`, the head of both counting scripts) is kept in memory only: `REPL_NONE`
+# keeps its INCR/EXPIRE out of the AOF (and replicas). Counts need no durability (a restarted server
+# starts a fresh window), and written to the AOF they made it grow by every request (5,000 writes/s of
+# status reads), forcing rewrites (a fork and a second process on the same cores) mid-load.
+# (The guard: fakeredis' Lua has no `set_repl`.)
+_COUNT = """if redis.set_repl then redis.set_repl(redis.REPL_NONE) end
 local count = redis.call('INCR', KEYS[1])
 if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+"""
+COUNT_IN_WINDOW = _COUNT + """
+-- KEYS counter; ARGV ttl_s. The counter expires ttl_s after its first count.
 return count
 """
-SHOW_JOB = _NOT_PERSISTED + """
+SHOW_JOB = _COUNT + """
 -- KEYS counter job job_events; ARGV ttl_s max_events limit. Count a request (as COUNT_IN_WINDOW), then,
 -- unless the count is over the limit (a 429: nothing read), read the job's JSON and its first events:
 -- {count, json or false, entries}.
-local count = redis.call('INCR', KEYS[1])
-if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 if count > tonumber(ARGV[3]) then return {count, false, {}} end
 local json = redis.call('HGET', KEYS[2], 'json')
 if not json then return {count, false, {}} end
